@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,9 +30,14 @@ class Checkpoint {
   const ModelConfig& config() const;
 
   bool has(std::string_view name) const;
+  /// The view of `name`, or nullopt when absent (one lookup, no exception: for validators that probe
+  /// every expected tensor).
+  std::optional<TensorView> find(std::string_view name) const;
   /// Zero-copy view with the dtype and shape stored in the file (packed FP4 experts are I8 [out, in/2]).
   /// Throws Error(kNotFound) naming the tensor when absent.
   TensorView tensor(std::string_view name) const;
+  /// Number of tensors over all shards.
+  size_t num_tensors() const;
   /// All tensor names, sorted.
   std::vector<std::string> names() const;
   /// Total bytes of tensor data over all shards.

@@ -18,7 +18,7 @@ namespace dsv4 {
 enum class AttentionKind {
   kSlidingWindow,  // ratio 0: raw window only (SWA)
   kCompressed4,    // ratio 4: CSA, overlapping compressor + lightning indexer
-  kCompressed128,  // ratio 128 (or any ratio other than 0 and 4): HCA, every compressed row visible
+  kCompressed128,  // ratio 128: HCA, every compressed row visible (validate() admits only 0, 4, 128)
 };
 
 struct YarnScaling {

@@ -9,8 +9,6 @@ Formats:
     column, the HIGH nibble the odd one; E8M0 scale per 32 inputs ([out, in/32]).
 """
 
-import math
-
 import torch
 
 E4M3_MAX = 448.0
@@ -65,11 +63,10 @@ def dequantize_fp8_block(q: torch.Tensor, s: torch.Tensor, block: int = 128) -> 
 # FP4 (e2m1) routed-expert weights
 # ----------------------------------------------------------------------------------------------------------------
 def e2m1_round(x: torch.Tensor) -> torch.Tensor:
-    """Round float64 values (already divided by the scale, |x| <= 6) to the e2m1 grid, ties to the even CODE.
+    """Round float64 values (already divided by the scale) to the e2m1 grid values, ties to the even CODE.
 
     Grid magnitudes by code: 0:0 1:.5 2:1 3:1.5 4:2 5:3 6:4 7:6. A tie between two neighbours goes to the even code
-    (e.g. 0.25 -> 0, 0.75 -> 1.0, 1.25 -> 1.0, 1.75 -> 2.0, 2.5 -> 2.0, 3.5 -> 4.0, 5.0 -> 4.0).
-    Returns the signed code magnitude index (0..7) and the sign bit separately via e2m1_encode; this returns values.
+    (e.g. 0.25 -> 0, 0.75 -> 1.0, 1.25 -> 1.0, 1.75 -> 2.0, 2.5 -> 2.0, 3.5 -> 4.0, 5.0 -> 4.0); |x| > 6 saturates.
     """
     return e2m1_decode(e2m1_encode(x))
 
@@ -78,8 +75,8 @@ def e2m1_encode(x: torch.Tensor) -> torch.Tensor:
     """float64 -> 4-bit codes (int64 0..15), round to nearest, ties to even code, saturating at 6."""
     mag = x.abs().clamp(max=E2M1_MAX)
     table = E2M1_TABLE.to(mag.device)
-    # distance to every grid point; pick the nearest, on a tie the even code (lower index among equals
-    # is not enough: 1.25 lies between codes 2 and 3 -> code 2 (even); 1.75 between 3 and 4 -> code 4 (even)).
+    # Distance to every grid point; pick the nearest, on a tie the even code (the lower index is not always even:
+    # 1.75 lies between codes 3 and 4 -> code 4).
     d = (mag[..., None] - table).abs()
     best = d.min(dim=-1, keepdim=True).values
     cand = d == best
@@ -117,10 +114,6 @@ def dequantize_fp4_experts(packed: torch.Tensor, s: torch.Tensor, block: int = 3
     return vals * e8m0_to_float(s).repeat_interleave(block, 1)
 
 
-def to_bf16_exact(w: torch.Tensor) -> torch.Tensor:
-    return w.to(torch.bfloat16)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # QAT emulation ops used by the `reference` numerics mode (spec §6), all from torch casts.
 # ----------------------------------------------------------------------------------------------------------------
@@ -152,7 +145,3 @@ def hadamard(x: torch.Tensor) -> torch.Tensor:
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     return (x.double() @ h.T * (n ** -0.5)).to(x.dtype)
-
-
-def is_pow2(v: float) -> bool:
-    return v > 0 and math.frexp(v)[0] == 0.5

@@ -1,0 +1,72 @@
+// What each rank of a deployment owns and how much memory it needs: weights (from the expected tensor set
+// of the model, spec §7.2), decode state per sequence (spec §5.3) and a workspace estimate. Used by
+// `dsv4-launch plan` and by the simulator's memory column.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "runtime/config/deployment_config.h"
+#include "runtime/config/model_config.h"
+
+namespace dsv4::launch {
+
+/// Weight bytes one rank holds. Every rank of a layout holds the same amount: replicated tensors in full,
+/// its 1/tp slice of the TP-split tensors and the experts of its EP slot.
+struct RankWeights {
+  int64_t replicated = 0;  // wq_a, wkv, norms, compressors, indexer, gate, hc_*, tid2eid, MTP projections
+  int64_t tp_shard = 0;    // this rank's slice of wq_b, wo_a, wo_b, attn_sink, shared expert, embed, head
+  int64_t experts = 0;     // routed experts this rank owns (all layers, MTP included)
+  int64_t total() const { return replicated + tp_shard + experts; }
+};
+
+/// Bytes of decode state of one sequence in the production FP8 layout (spec §5.3).
+struct SequenceState {
+  double bytes_per_token = 0;     // growing compressed rows over all layers (CSA main + indexer, HCA main)
+  int64_t ring_bytes = 0;         // raw sliding-window ring, every layer plus the MTP layer
+  int64_t compressor_bytes = 0;   // fp32 compressor buffers (kv and score) of every compressed layer
+  int64_t main_row_bytes = 0;     // one compressed / raw KV row: FP8 nope dims + bf16 rope dims + scales
+  int64_t indexer_row_bytes = 0;  // one indexer row: FP8 dims + one fp32 scale
+  /// Whole state of a sequence holding `tokens` tokens, split over `cp` context-parallel ranks (the growing
+  /// rows are divided; the ring and compressor buffers are kept on every CP rank).
+  int64_t at(int64_t tokens, int64_t cp = 1) const;
+};
+
+/// Expected-tensor bytes split by ownership. Throws if the layout cannot shard the model.
+RankWeights weights_per_rank(const ModelConfig& model, const ParallelLayout& layout);
+
+/// Decode state per sequence for `model`.
+SequenceState sequence_state(const ModelConfig& model);
+
+/// Activation workspace of one rank for a step of `tokens` tokens (per attention replica) at `context`:
+/// residual streams (hc_mult x D, fp32, twice), the query of this rank's heads (bf16), MoE dispatch (FP8 +
+/// scales) and combine (bf16) buffers for top-k copies times `imbalance` (headroom over the mean load of a
+/// rank, for routing noise and skew), the expert intermediate
+/// (2F, bf16), logits of this rank's vocab shard (fp32) and the indexer score tile (128 queries x every
+/// compressed row, fp32; the indexer is chunked by query so the workspace stays bounded at long context).
+int64_t workspace_bytes(const ModelConfig& model, const ParallelLayout& layout, int64_t tokens, int64_t context,
+                        double imbalance = 2.0);
+
+/// The whole plan of a deployment.
+struct MemoryPlan {
+  RankWeights weights;
+  SequenceState state;
+  int64_t sequences_per_rank = 0;  // ceil(max_running / dp): the scheduler's sequences land on one replica
+  int64_t workspace = 0;           // for max_batch_tokens / dp tokens at max_prompt_tokens context
+  int64_t required = 0;            // weights + workspace + fixed state of every sequence + one longest prompt
+  int64_t budget = 0;
+  int64_t max_context_sequences = 0;  // sequences at max_prompt_tokens the rest of the budget holds (>= 0)
+  bool fits() const { return required <= budget; }
+};
+
+MemoryPlan plan_memory(const ModelConfig& model, const DeploymentConfig& deployment);
+
+/// The text `dsv4-launch plan` prints (layout, ownership, memory) and its JSON form (`--json`).
+std::string format_plan(const ModelConfig& model, const DeploymentConfig& deployment, const MemoryPlan& plan);
+nlohmann::json plan_to_json(const ModelConfig& model, const DeploymentConfig& deployment, const MemoryPlan& plan);
+
+/// "1.23 GiB" style.
+std::string format_bytes(double bytes);
+
+}  // namespace dsv4::launch

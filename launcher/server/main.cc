@@ -1,0 +1,123 @@
+// `dsv4-server`: the inference server, one MPI program. Every rank loads the model; rank 0 also runs the gRPC
+// service, the scheduler and the Prometheus endpoint, and broadcasts a StepPlan each iteration; all ranks step
+// in lock-step (runtime/serve/server.h). Without mpirun it runs as a single rank.
+//
+// SIGTERM / SIGINT drain: rank 0 stops admitting, finishes what it accepted, broadcasts the shutdown plan, and
+// every rank exits 0. A failing rank aborts the whole job (run_rank_main -> MPI_Abort), so clients see the
+// connection drop (UNAVAILABLE) instead of a hang.
+#include <mpi.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <vector>
+
+#include <unistd.h>
+
+#include "parallel/bootstrap.h"
+#include "parallel/communicator.h"
+#include "parallel/rank_main.h"
+#include "runtime/core/env.h"
+#include "runtime/core/error.h"
+#include "runtime/core/logging.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/loaded_model.h"
+#include "runtime/serve/server.h"
+
+namespace {
+
+std::atomic<dsv4::serve::InferenceServer*> g_server{nullptr};
+
+extern "C" void on_terminate(int) {
+  // Followers ignore the signal: they leave on rank 0's shutdown plan.
+  if (auto* server = g_server.load()) server->request_drain();
+}
+
+struct Args {
+  std::string checkpoint, tokenizer, numerics, port_file, auth_token_file;
+  dsv4::serve::ServerOptions server;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  a.server.metrics_address = "127.0.0.1:0";
+  CLI::App app{"dsv4-server: DeepSeek-V4 gRPC inference server"};
+  app.add_option("--checkpoint", a.checkpoint, "checkpoint directory")->required();
+  app.add_option("--tokenizer", a.tokenizer, "tokenizer.json (default: the checkpoint's, if any)");
+  app.add_option("--numerics", a.numerics, "plain|reference (default: DSV4_NUMERICS)");
+  app.add_option("--address", a.server.address, "gRPC host:port (port 0 = any free port)");
+  app.add_option("--metrics-address", a.server.metrics_address, "Prometheus host:port; empty = off");
+  app.add_option("--port-file", a.port_file, "write 'grpc=PORT metrics=PORT pids=RANK0,RANK1,...' once listening");
+  app.add_option("--auth-token-file", a.auth_token_file, "file holding the bearer token every call must carry");
+  app.add_option("--tls-cert", a.server.tls_cert_file, "PEM certificate (with --tls-key)");
+  app.add_option("--tls-key", a.server.tls_key_file, "PEM private key (with --tls-cert)");
+  app.add_option("--max-message-bytes", a.server.max_message_bytes, "largest gRPC message");
+  app.add_option("--max-concurrent-requests", a.server.max_concurrent_requests, "Generate calls at once");
+  app.add_option("--max-prompt-tokens", a.server.request_limits.max_prompt_tokens, "0 = the model's context - 1");
+  app.add_option("--state-budget-bytes", a.server.scheduler.state_budget_bytes,
+                 "sequence state all running requests may reserve (0 = max-running x 4096-token sequences)");
+  app.add_option("--max-running", a.server.scheduler.max_running, "sequences batched at once");
+  app.add_option("--max-step-tokens", a.server.scheduler.max_step_tokens, "token budget of one step");
+  app.add_option("--max-prefill-chunk", a.server.scheduler.max_prefill_chunk, "0 = token budget only");
+  CLI11_PARSE(app, argc, argv);
+
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int rc = 0;
+  {
+    auto bootstrap = dsv4::parallel::make_mpi_bootstrap();
+    dsv4::set_log_rank(bootstrap->rank());
+    std::unique_ptr<dsv4::parallel::Communicator> comm;
+    rc = dsv4::parallel::run_rank_main(*bootstrap, nullptr,
+                                       [&] { comm = dsv4::parallel::make_communicator("mpi", *bootstrap); });
+    if (rc == 0) {
+      std::signal(SIGTERM, on_terminate);
+      std::signal(SIGINT, on_terminate);
+      std::unique_ptr<dsv4::serve::InferenceServer> server;
+      rc = dsv4::parallel::run_rank_main(*bootstrap, comm.get(), [&] {
+        if (!a.auth_token_file.empty()) {
+          std::ifstream in(a.auth_token_file);
+          DSV4_CHECK_ARG(in.good()) << "--auth-token-file: cannot read " << a.auth_token_file;
+          std::getline(in, a.server.auth_token);
+          DSV4_CHECK_ARG(!a.server.auth_token.empty()) << "--auth-token-file: " << a.auth_token_file << " is empty";
+        }
+        // Every rank's pid, so that the port file tells operators (and tests) which process is which rank.
+        const int32_t my_pid = static_cast<int32_t>(::getpid());
+        std::vector<int32_t> pids(static_cast<size_t>(bootstrap->size()));
+        bootstrap->all_gather(&my_pid, pids.data(), sizeof(my_pid));
+        if (bootstrap->rank() == 0) {
+          // Listen first: health answers NOT_SERVING while the model loads.
+          server = std::make_unique<dsv4::serve::InferenceServer>(a.server, *bootstrap);
+          g_server.store(server.get());
+          if (!a.port_file.empty()) {
+            const std::string tmp = a.port_file + ".tmp";
+            std::ofstream out(tmp);
+            out << "grpc=" << server->grpc_port() << " metrics=" << server->metrics_port() << " pids=";
+            for (size_t r = 0; r < pids.size(); ++r) out << (r ? "," : "") << pids[r];
+            out << "\n";
+            out.close();
+            std::rename(tmp.c_str(), a.port_file.c_str());  // atomic: readers never see half a file
+          }
+        }
+        const dsv4::Numerics numerics = dsv4::parse_numerics(
+            a.numerics.empty() ? dsv4::env::get_string(dsv4::env::kNumerics) : a.numerics);
+        auto loaded = dsv4::load_model(a.checkpoint, a.tokenizer, numerics);
+        dsv4::Engine engine(*loaded->model);
+        if (bootstrap->rank() == 0) {
+          server->run(*loaded, engine);
+          g_server.store(nullptr);
+        } else {
+          dsv4::serve::run_follower(*bootstrap, engine);
+        }
+      });
+      g_server.store(nullptr);
+      server.reset();
+    }
+  }
+  MPI_Finalize();
+  return rc;
+}

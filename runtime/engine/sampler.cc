@@ -1,0 +1,189 @@
+// Sampling over sorted candidates (see sampler.h for the sharded design).
+#include "runtime/engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "runtime/core/error.h"
+
+namespace dsv4 {
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// Candidate order: higher logit first, lower id first on ties, so every shard layout sorts alike.
+bool better(const TokenCandidate& a, const TokenCandidate& b) {
+  return a.logit != b.logit ? a.logit > b.logit : a.id < b.id;
+}
+
+double logaddexp(double a, double b) {
+  if (a == kNegInf) return b;
+  if (b == kNegInf) return a;
+  const double m = std::max(a, b);
+  return m + std::log(std::exp(a - m) + std::exp(b - m));
+}
+
+double scale(float logit, float temperature) {
+  return temperature > 0.0f ? static_cast<double>(logit) / temperature : static_cast<double>(logit);
+}
+
+// Probabilities of the temperature-scaled distribution for the candidates.
+std::vector<double> candidate_probs(const MergedCandidates& merged, float temperature) {
+  std::vector<double> p(merged.top.size());
+  for (size_t i = 0; i < p.size(); ++i) p[i] = std::exp(scale(merged.top[i].logit, temperature) - merged.scaled_logsumexp);
+  return p;
+}
+
+}  // namespace
+
+void validate(const SamplingParams& params) {
+  DSV4_CHECK_ARG(std::isfinite(params.temperature) && params.temperature >= 0.0f)
+      << "sampling: temperature must be a finite number >= 0, got " << params.temperature;
+  DSV4_CHECK_ARG(params.top_k >= 0) << "sampling: top_k must be >= 0 (0 = off), got " << params.top_k;
+  DSV4_CHECK_ARG(params.top_p > 0.0f && params.top_p <= 1.0f) << "sampling: top_p must be in (0, 1], got " << params.top_p;
+  DSV4_CHECK_ARG(params.min_p >= 0.0f && params.min_p <= 1.0f) << "sampling: min_p must be in [0, 1], got " << params.min_p;
+  DSV4_CHECK_ARG(params.top_logprobs >= 0 && params.top_logprobs <= SamplingParams::kMaxTopLogprobs)
+      << "sampling: top_logprobs must be in [0, " << SamplingParams::kMaxTopLogprobs << "], got " << params.top_logprobs;
+  for (int32_t id : params.stop_token_ids) DSV4_CHECK_ARG(id >= 0) << "sampling: stop token id " << id << " is negative";
+}
+
+ShardCandidates shard_candidates(std::span<const float> logits, int32_t id_offset, float temperature,
+                                 int32_t max_candidates) {
+  DSV4_CHECK_ARG(max_candidates > 0) << "sampling: max_candidates must be > 0";
+  ShardCandidates out;
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (float x : logits) {
+    DSV4_CHECK(!std::isnan(x) && x != std::numeric_limits<float>::infinity()) << "logits contain NaN or +inf";
+    max_logit = std::max(max_logit, x);
+  }
+  if (max_logit == -std::numeric_limits<float>::infinity()) {
+    out.raw_logsumexp = out.scaled_logsumexp = kNegInf;
+    return out;
+  }
+  double raw_sum = 0.0, scaled_sum = 0.0;
+  const double max_scaled = scale(max_logit, temperature);
+  std::vector<TokenCandidate> all;
+  all.reserve(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] == -std::numeric_limits<float>::infinity()) continue;  // masked: never a candidate
+    raw_sum += std::exp(static_cast<double>(logits[i]) - max_logit);
+    scaled_sum += std::exp(scale(logits[i], temperature) - max_scaled);
+    all.push_back({id_offset + static_cast<int32_t>(i), logits[i]});
+  }
+  out.raw_logsumexp = max_logit + std::log(raw_sum);
+  out.scaled_logsumexp = max_scaled + std::log(scaled_sum);
+  const size_t keep = std::min(all.size(), static_cast<size_t>(max_candidates));
+  std::partial_sort(all.begin(), all.begin() + keep, all.end(), better);
+  all.resize(keep);
+  out.top = std::move(all);
+  return out;
+}
+
+MergedCandidates merge_shard_candidates(std::span<const ShardCandidates> shards, float temperature) {
+  MergedCandidates merged;
+  merged.raw_logsumexp = merged.scaled_logsumexp = kNegInf;
+  for (const ShardCandidates& s : shards) {
+    merged.raw_logsumexp = logaddexp(merged.raw_logsumexp, s.raw_logsumexp);
+    merged.scaled_logsumexp = logaddexp(merged.scaled_logsumexp, s.scaled_logsumexp);
+    merged.top.insert(merged.top.end(), s.top.begin(), s.top.end());
+  }
+  std::sort(merged.top.begin(), merged.top.end(), better);
+  for (size_t i = 1; i < merged.top.size(); ++i) {
+    DSV4_CHECK(merged.top[i].id != merged.top[i - 1].id || merged.top[i].logit != merged.top[i - 1].logit)
+        << "token " << merged.top[i].id << " reported by two shards";
+  }
+  merged.covered_mass = 0.0;
+  for (double p : candidate_probs(merged, temperature)) merged.covered_mass += p;
+  return merged;
+}
+
+size_t kept_prefix_length(const MergedCandidates& merged, const SamplingParams& params) {
+  const size_t n = merged.top.size();
+  DSV4_CHECK(n > 0) << "sampling: no candidate token (every logit is -inf)";
+  if (params.temperature == 0.0f) return 1;
+  const std::vector<double> p = candidate_probs(merged, params.temperature);
+  size_t k = n;
+  // The distribution the next filter sees is renormalised over what is kept so far: its total is `mass`.
+  double mass = 1.0;
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) <= n) {
+    k = static_cast<size_t>(params.top_k);
+    mass = std::accumulate(p.begin(), p.begin() + k, 0.0);
+  }
+  if (params.top_p < 1.0f) {
+    const double target = static_cast<double>(params.top_p) * mass;
+    double cumulative = 0.0;
+    for (size_t i = 0; i < k; ++i) {
+      cumulative += p[i];
+      if (cumulative >= target) {
+        k = i + 1;
+        break;
+      }
+    }
+  }
+  if (params.min_p > 0.0f) {
+    const double threshold = static_cast<double>(params.min_p) * p[0];
+    size_t keep = 1;
+    while (keep < k && p[keep] >= threshold) ++keep;
+    k = keep;
+  }
+  return k;
+}
+
+SampleResult sample_candidates(const MergedCandidates& merged, const SamplingParams& params, SamplerRng& rng) {
+  const size_t kept = kept_prefix_length(merged, params);
+  size_t chosen = 0;
+  if (params.temperature > 0.0f && kept > 1) {
+    const std::vector<double> p = candidate_probs(merged, params.temperature);
+    const double total = std::accumulate(p.begin(), p.begin() + kept, 0.0);
+    const double u = rng.next_uniform() * total;
+    double cumulative = 0.0;
+    chosen = kept - 1;  // rounding can leave u just above the last cumulative sum
+    for (size_t i = 0; i < kept; ++i) {
+      cumulative += p[i];
+      if (u < cumulative) {
+        chosen = i;
+        break;
+      }
+    }
+  }
+  SampleResult result;
+  result.token = merged.top[chosen].id;
+  result.logprob = static_cast<float>(merged.top[chosen].logit - merged.raw_logsumexp);
+  const size_t n_top = std::min(merged.top.size(), static_cast<size_t>(params.top_logprobs));
+  for (size_t i = 0; i < n_top; ++i) {
+    result.top_logprobs.push_back({merged.top[i].id, static_cast<float>(merged.top[i].logit - merged.raw_logsumexp)});
+  }
+  result.is_stop = std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), result.token) !=
+                   params.stop_token_ids.end();
+  return result;
+}
+
+Sampler::Sampler(SamplingParams params) : params_(std::move(params)), rng_(params_.seed) { validate(params_); }
+
+bool Sampler::is_stop(int32_t token) const {
+  return std::find(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), token) != params_.stop_token_ids.end();
+}
+
+SampleResult Sampler::sample(std::span<const float> logits) {
+  DSV4_CHECK_ARG(!logits.empty()) << "sampling: empty logits";
+  const auto vocab = static_cast<int32_t>(logits.size());
+  // Start with few candidates and widen until the kept set provably ends inside them (or all are in):
+  // sorting the whole vocabulary is only needed for untruncated sampling.
+  int32_t count = std::max<int32_t>({params_.top_k, params_.top_logprobs, 256});
+  for (;;) {
+    count = std::min(count, vocab);
+    const ShardCandidates shard = shard_candidates(logits, 0, params_.temperature, count);
+    const MergedCandidates merged = merge_shard_candidates(std::span<const ShardCandidates>(&shard, 1), params_.temperature);
+    const bool all_in = merged.top.size() < static_cast<size_t>(count) || count == vocab;
+    const bool top_k_inside = params_.top_k > 0 && params_.top_k <= count;
+    if (all_in || top_k_inside || params_.temperature == 0.0f ||
+        kept_prefix_length(merged, params_) < merged.top.size()) {
+      return sample_candidates(merged, params_, rng_);
+    }
+    count = count > vocab / 8 ? vocab : count * 8;
+  }
+}
+
+}  // namespace dsv4
