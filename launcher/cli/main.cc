@@ -4,6 +4,7 @@
 #include <exception>
 #include <iostream>
 
+#include "launcher/cli_main.h"
 #include "launcher/cli/command.h"
 #include "runtime/core/env.h"
 #include "runtime/core/error.h"
@@ -37,16 +38,5 @@ int main(int argc, char** argv) {
   // Registration order depends on link order; sort so --help is stable.
   std::sort(registry.begin(), registry.end());
   for (auto& [name, setup] : registry) setup(app);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  } catch (const dsv4::Error& e) {
-    DSV4_LOG(ERROR) << e.what();
-    return dsv4::exit_code_for(e.code());
-  } catch (const std::exception& e) {
-    DSV4_LOG(ERROR) << "unexpected error: " << e.what();
-    return 1;
-  }
-  return 0;
+  return dsv4::parse_and_run(app, argc, argv);
 }

@@ -13,6 +13,7 @@ namespace dsv4::launch {
 struct RunOptions {
   std::filesystem::path hostfile;  // Open MPI hostfile; required when the deployment spans several nodes
   std::string server_bin = "dsv4-server";
+  std::vector<std::string> server_args;  // appended to the server's command line (they override the YAML)
 };
 
 /// argv of the mpirun command. Ranks are placed `ranks_per_node` per node (ppr), consecutive ranks on the

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "launcher/cli_main.h"
 #include "launcher/launch/hardware.h"
 #include "launcher/launch/job_command.h"
 #include "launcher/launch/memory_plan.h"
@@ -79,8 +80,11 @@ void setup_plan(CLI::App& app) {
 void setup_run(CLI::App& app) {
   auto* cmd = app.add_subcommand("run", "Start the deployment under mpirun");
   static std::string config, hostfile, server_bin;
+  static std::vector<std::string> server_args;
   static bool dry_run = false;
   cmd->add_option("config", config, "deployment YAML")->required();
+  cmd->add_option("--server-arg", server_args, "extra dsv4-server argument, e.g. --server-arg=--port-file=F (repeatable)")
+      ->allow_extra_args(false);
   cmd->add_option("--hostfile", hostfile, "Open MPI hostfile (required for more than one node)");
   cmd->add_option("--server-bin", server_bin, "dsv4-server executable (default: beside dsv4-launch)");
   cmd->add_flag("--dry-run", dry_run, "print the command instead of running it");
@@ -90,6 +94,7 @@ void setup_run(CLI::App& app) {
     RunOptions o;
     o.hostfile = hostfile;
     o.server_bin = server_bin.empty() ? default_server_bin() : server_bin;
+    o.server_args = server_args;
     const auto argv = mpirun_command(dep, o);
     if (dry_run) {
       std::cout << shell_join(argv) << "\n";
@@ -267,16 +272,5 @@ int main(int argc, char** argv) {
   dsv4::launch::setup_slurm(app);
   dsv4::launch::setup_simulate(app);
   dsv4::launch::setup_primitives(app);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  } catch (const dsv4::Error& e) {
-    DSV4_LOG(ERROR) << e.what();
-    return dsv4::exit_code_for(e.code());
-  } catch (const std::exception& e) {
-    DSV4_LOG(ERROR) << "unexpected error: " << e.what();
-    return 1;
-  }
-  return 0;
+  return dsv4::parse_and_run(app, argc, argv);
 }

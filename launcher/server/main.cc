@@ -19,6 +19,7 @@
 #include "parallel/bootstrap.h"
 #include "parallel/communicator.h"
 #include "parallel/rank_main.h"
+#include "runtime/config/deployment_config.h"
 #include "runtime/core/env.h"
 #include "runtime/core/error.h"
 #include "runtime/core/logging.h"
@@ -36,9 +37,35 @@ extern "C" void on_terminate(int) {
 }
 
 struct Args {
-  std::string checkpoint, tokenizer, numerics, port_file, auth_token_file;
+  std::string deployment, checkpoint, tokenizer, numerics, port_file, auth_token_file;
   dsv4::serve::ServerOptions server;
 };
+
+// Fills what the command line left unset from a deployment YAML (what `dsv4-launch run` passes). Flags given
+// explicitly win, so a test or an operator can override one setting without editing the file.
+void apply_deployment(Args& a, const CLI::App& app, int world_size) {
+  const dsv4::DeploymentConfig d = dsv4::load_deployment_config(a.deployment);
+  DSV4_CHECK_ARG(d.world_size() == world_size)
+      << a.deployment << ": the deployment has " << d.world_size() << " ranks (nodes x ranks_per_node) but mpirun "
+      << "started " << world_size;
+  auto unset = [&app](const char* flag) { return app.get_option(flag)->count() == 0; };
+  if (unset("--checkpoint")) a.checkpoint = d.checkpoint.string();
+  if (unset("--address")) a.server.address = d.server.address;
+  if (unset("--metrics-address")) {
+    const std::string host = d.server.address.substr(0, d.server.address.rfind(':'));
+    a.server.metrics_address = d.server.metrics_port > 0 ? host + ":" + std::to_string(d.server.metrics_port) : "";
+  }
+  if (unset("--auth-token-file") && !d.server.auth_token_file.empty()) a.auth_token_file = d.server.auth_token_file;
+  if (unset("--tls-cert") && !d.server.tls_cert.empty()) a.server.tls_cert_file = d.server.tls_cert;
+  if (unset("--tls-key") && !d.server.tls_key.empty()) a.server.tls_key_file = d.server.tls_key;
+  if (unset("--max-running")) a.server.scheduler.max_running = d.scheduler.max_running;
+  if (unset("--max-step-tokens")) a.server.scheduler.max_step_tokens = d.scheduler.max_batch_tokens;
+  if (unset("--max-prompt-tokens")) a.server.request_limits.max_prompt_tokens = d.scheduler.max_prompt_tokens;
+  if (unset("--max-concurrent-requests")) {
+    a.server.max_concurrent_requests = static_cast<int32_t>(d.scheduler.max_running + d.scheduler.max_queue);
+  }
+  dsv4::set_log_level(d.log_level);
+}
 
 }  // namespace
 
@@ -46,7 +73,8 @@ int main(int argc, char** argv) {
   Args a;
   a.server.metrics_address = "127.0.0.1:0";
   CLI::App app{"dsv4-server: DeepSeek-V4 gRPC inference server"};
-  app.add_option("--checkpoint", a.checkpoint, "checkpoint directory")->required();
+  app.add_option("--deployment", a.deployment, "deployment YAML (configs/deployments/); flags override it");
+  app.add_option("--checkpoint", a.checkpoint, "checkpoint directory (required without --deployment)");
   app.add_option("--tokenizer", a.tokenizer, "tokenizer.json (default: the checkpoint's, if any)");
   app.add_option("--numerics", a.numerics, "plain|reference (default: DSV4_NUMERICS)");
   app.add_option("--address", a.server.address, "gRPC host:port (port 0 = any free port)");
@@ -79,6 +107,8 @@ int main(int argc, char** argv) {
       std::signal(SIGINT, on_terminate);
       std::unique_ptr<dsv4::serve::InferenceServer> server;
       rc = dsv4::parallel::run_rank_main(*bootstrap, comm.get(), [&] {
+        if (!a.deployment.empty()) apply_deployment(a, app, bootstrap->size());
+        DSV4_CHECK_ARG(!a.checkpoint.empty()) << "--checkpoint or --deployment is required";
         if (!a.auth_token_file.empty()) {
           std::ifstream in(a.auth_token_file);
           DSV4_CHECK_ARG(in.good()) << "--auth-token-file: cannot read " << a.auth_token_file;

