@@ -8,23 +8,16 @@
 #include <string>
 
 #include "tests/support/test_paths.h"
+#include "tests/unit/launch/launch_test_util.h"
 
 namespace dsv4 {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path launch_bin() { return fs::path(DSV4_BINARY_DIR) / "launcher" / "dsv4-launch"; }
-std::string src(const std::string& rel) { return (testing::source_dir() / rel).lexically_normal().string(); }
-
-int launch(const std::string& args, std::string* out) {
-  if (!fs::exists(launch_bin())) {
-    *out = "dsv4-launch not built at " + launch_bin().string();
-    return -1;
-  }
-  out->clear();
-  return testing::run_command(launch_bin().string() + " " + args, out);
-}
+using launch_test::launch;
+using launch_test::launch_bin;
+using launch_test::src;
 
 std::string read(const fs::path& p) {
   std::ifstream in(p);
