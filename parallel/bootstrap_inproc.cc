@@ -21,9 +21,11 @@ template <typename Pred>
 void InProcGroup::wait(std::unique_lock<std::mutex>& lock, Pred ready, std::string_view what, bool abortable) {
   const auto deadline = std::chrono::steady_clock::now() + world_->timeout;
   while (true) {
+    // Readiness first: a barrier that completed before the abort must release every member, or the ones
+    // that did leave it would wait for this one at the collective's second (non-abortable) barrier.
+    if (ready()) return;
     DSV4_CHECK_CODE(!abortable || !world_->aborted(), ErrorCode::kRemote)
         << "in-process " << what << ": another rank aborted the world";
-    if (ready()) return;
     if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && !ready() && (!abortable || !world_->aborted())) {
       // Unlock before aborting: the abort takes every group's mutex, this one included.
       lock.unlock();

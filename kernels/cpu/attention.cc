@@ -33,20 +33,26 @@ void sparse_attention(const SparseAttentionParams& p) {
         if (i < 0) continue;
         DSV4_CHECK(i < p.n_raw + p.n_comp) << "sparse_attention: index " << i << " beyond " << p.n_raw << " raw + "
                                            << p.n_comp << " compressed rows";
-        const float* v = i < p.n_raw ? p.kv_raw + i * p.dim : p.kv_comp + (i - p.n_raw) * p.dim;
+        const int64_t c = i - p.n_raw;
+        const float* v = c < 0 ? p.kv_raw + i * p.dim
+                               : p.comp_pages[c / p.comp_rows_per_page] + (c % p.comp_rows_per_page) * p.dim;
         rows[n] = v;
         logits[n] = dot(q, v, p.dim) * p.scale;
         mx = std::max(mx, logits[n]);
         ++n;
       }
       std::fill(o, o + p.dim, 0.0f);
-      if (n == 0) continue;
+      if (n == 0) {
+        if (p.lse != nullptr) p.lse[task] = p.sink != nullptr ? p.sink[h] : -std::numeric_limits<float>::infinity();
+        continue;
+      }
       float den = 0.0f;
       for (int64_t j = 0; j < n; ++j) {
         logits[j] = std::exp(logits[j] - mx);
         den += logits[j];
       }
       if (p.sink != nullptr) den += std::exp(p.sink[h] - mx);
+      if (p.lse != nullptr) p.lse[task] = mx + std::log(den);
       const float inv = 1.0f / den;
       for (int64_t j = 0; j < n; ++j) axpy(logits[j] * inv, rows[j], o, p.dim);
     }
@@ -59,11 +65,12 @@ void indexer_scores(const IndexerScoreParams& p) {
       const float* q = p.q + t * p.heads * p.dim;
       const float* w = p.weights + t * p.heads;
       float* out = p.scores + t * p.score_stride;
-      for (int64_t r = 0; r < p.visible[t]; ++r) {
-        const float* key = p.keys + r * p.dim;
+      const int64_t end = std::min(p.visible[t], p.key_end);
+      for (int64_t r = p.key_begin; r < end; ++r) {
+        const float* key = p.key_pages[r / p.key_rows_per_page] + (r % p.key_rows_per_page) * p.dim;
         float s = 0.0f;
         for (int64_t h = 0; h < p.heads; ++h) s += w[h] * std::max(0.0f, dot(q + h * p.dim, key, p.dim));
-        out[r] = s;
+        out[r - p.key_begin] = s;
       }
     }
   });

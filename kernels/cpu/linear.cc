@@ -29,17 +29,16 @@ float scale_at(const WeightRef& w, int64_t index) {
 
 // Scalar decode of logical element (r, k), scale applied: used for ragged tails and the portable path.
 float weight_at(const WeightRef& w, int64_t r, int64_t k) {
+  const int64_t ld = w.row_pitch();
   switch (w.dtype) {
-    case DType::kF32: return static_cast<const float*>(w.data)[r * w.in + k];
-    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[r * w.in + k]);
-    case DType::kF8E4M3: {
-      const int64_t blocks_in = (w.in + w.block - 1) / w.block;
-      return e4m3_to_f32(static_cast<const uint8_t*>(w.data)[r * w.in + k]) *
-             scale_at(w, (r / w.block) * blocks_in + k / w.block);
-    }
+    case DType::kF32: return static_cast<const float*>(w.data)[r * ld + k];
+    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[r * ld + k]);
+    case DType::kF8E4M3:
+      return e4m3_to_f32(static_cast<const uint8_t*>(w.data)[r * ld + k]) *
+             scale_at(w, (r / w.block) * w.scale_pitch() + k / w.block);
     case DType::kFP4E2M1:
-      return fp4_packed_at(static_cast<const uint8_t*>(w.data) + r * (w.in / 2), k) *
-             scale_at(w, r * (w.in / w.block) + k / w.block);
+      return fp4_packed_at(static_cast<const uint8_t*>(w.data) + r * (ld / 2), k) *
+             scale_at(w, r * w.scale_pitch() + k / w.block);
     default:
       DSV4_THROW(kUnsupported) << "linear: weight dtype " << dtype_name(w.dtype) << " is not supported";
   }
@@ -113,21 +112,21 @@ template <int NT>
 __attribute__((target("avx2,fma"))) void row_dot_avx2(const WeightRef& w, int64_t r, const float* const* x, float* out) {
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  const int64_t in = w.in, full = in / 8 * 8;
+  const int64_t in = w.in, full = in / 8 * 8, ld = w.row_pitch();
   switch (w.dtype) {
     case DType::kF32: {
-      const float* row = static_cast<const float*>(w.data) + r * in;
+      const float* row = static_cast<const float*>(w.data) + r * ld;
       for (int64_t k = 0; k < full; k += 8) fma_all<NT>(acc, x, _mm256_loadu_ps(row + k), k);
       break;
     }
     case DType::kBF16: {
-      const uint16_t* row = static_cast<const uint16_t*>(w.data) + r * in;
+      const uint16_t* row = static_cast<const uint16_t*>(w.data) + r * ld;
       for (int64_t k = 0; k < full; k += 8) fma_all<NT>(acc, x, decode8_bf16(row + k), k);
       break;
     }
     case DType::kF8E4M3: {
-      const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * in;
-      const int64_t blocks_in = (in + w.block - 1) / w.block, srow = (r / w.block) * blocks_in;
+      const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * ld;
+      const int64_t srow = (r / w.block) * w.scale_pitch();
       for (int64_t k0 = 0; k0 < full; k0 += w.block) {
         const __m256 s = _mm256_set1_ps(scale_at(w, srow + k0 / w.block));
         const int64_t end = std::min(full, k0 + w.block);
@@ -136,10 +135,10 @@ __attribute__((target("avx2,fma"))) void row_dot_avx2(const WeightRef& w, int64_
       break;
     }
     case DType::kFP4E2M1: {
-      const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * (in / 2);
+      const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * (ld / 2);
       const int64_t blocks_in = in / w.block;
       for (int64_t b = 0; b < blocks_in; ++b) {
-        const __m256 s = _mm256_set1_ps(scale_at(w, r * blocks_in + b));
+        const __m256 s = _mm256_set1_ps(scale_at(w, r * w.scale_pitch() + b));
         for (int64_t k = b * w.block; k < (b + 1) * w.block; k += 8) fma_all<NT>(acc, x, decode8_fp4(row + k / 2, s), k);
       }
       break;
@@ -169,6 +168,44 @@ void row_dot(const WeightRef& w, int64_t r, const float* const* x, int nt, float
 }
 
 }  // namespace
+
+}  // namespace dsv4::kernels::cpu
+
+namespace dsv4::kernels {
+
+WeightRef column_slice(const WeightRef& w, int64_t begin, int64_t width) {
+  DSV4_CHECK_ARG(begin >= 0 && width > 0 && begin + width <= w.in)
+      << "column_slice: columns [" << begin << ", " << begin + width << ") outside a weight of " << w.in << " columns";
+  WeightRef v = w;
+  v.in = width;
+  v.ld = w.row_pitch();
+  switch (w.dtype) {
+    case DType::kF32:
+      v.data = static_cast<const float*>(w.data) + begin;
+      return v;
+    case DType::kBF16:
+      v.data = static_cast<const uint16_t*>(w.data) + begin;
+      return v;
+    case DType::kF8E4M3:
+    case DType::kFP4E2M1: {
+      const bool fp4 = w.dtype == DType::kFP4E2M1;
+      DSV4_CHECK_ARG(begin % w.block == 0 && (!fp4 || width % w.block == 0))
+          << "column_slice: columns [" << begin << ", " << begin + width << ") of a " << dtype_name(w.dtype)
+          << " weight do not start" << (fp4 ? " and end" : "") << " on a " << w.block << "-column scale block";
+      v.data = static_cast<const uint8_t*>(w.data) + (fp4 ? begin / 2 : begin);
+      v.scale_ld = w.scale_pitch();
+      const int64_t scale_bytes = w.scale_dtype == DType::kF32 ? 4 : 1;
+      v.scale = static_cast<const uint8_t*>(w.scale) + (begin / w.block) * scale_bytes;
+      return v;
+    }
+    default:
+      DSV4_THROW(kUnsupported) << "column_slice: weight dtype " << dtype_name(w.dtype) << " is not supported";
+  }
+}
+
+}  // namespace dsv4::kernels
+
+namespace dsv4::kernels::cpu {
 
 void linear(const LinearParams& p) {
   const WeightRef& w = p.w;

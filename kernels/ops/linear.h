@@ -24,7 +24,20 @@ struct WeightRef {
   int64_t out = 0;                   // logical rows
   int64_t in = 0;                    // logical columns (FP4: twice the stored byte width)
   int64_t block = 128;               // FP8: square block edge; FP4: inputs per scale (32)
+  /// Row pitch of `data` in logical elements (0: `in`). A column slice of a stored matrix is a view with
+  /// the parent's pitch (column_slice), so tensor-parallel shards and deterministic-mode chunks need no copy.
+  int64_t ld = 0;
+  /// Row pitch of `scale` in entries (0: the dense grid, ceil(in / block) for FP8, in / block for FP4).
+  int64_t scale_ld = 0;
+
+  int64_t row_pitch() const { return ld ? ld : in; }
+  int64_t scale_pitch() const { return scale_ld ? scale_ld : (in + block - 1) / block; }
 };
+
+/// Columns [begin, begin + width) of `w` as a view (same rows, same storage). For FP8 and FP4 weights `begin`
+/// must be a multiple of the block (the slice starts on a scale boundary) and, for FP4, `width` too; throws
+/// Error(kInvalidArgument) otherwise or when the range leaves the weight.
+WeightRef column_slice(const WeightRef& w, int64_t begin, int64_t width);
 
 struct LinearParams {
   const float* x = nullptr;  // [m, x_stride], the first `w.in` values of each row are used

@@ -28,6 +28,20 @@ const std::map<std::string, std::string>& hardware_fields() {
   return kFields;
 }
 
+const std::map<std::string, std::string>& cpu_hardware_fields() {
+  static const std::map<std::string, std::string> kFields = {
+      {"cpu_fp8_pass", "FP8 weights per s per 8-token pass of the CPU linear kernel (host, all cores)"},
+      {"cpu_fp8_flops", "FLOP/s per token of the CPU linear kernel on FP8 weights (host)"},
+      {"cpu_fp4_pass", "FP4 weights per s per 8-token pass (host)"},
+      {"cpu_fp4_flops", "FLOP/s per token on FP4 weights (host)"},
+      {"cpu_bf16_pass", "BF16 weights per s per 8-token pass (host)"},
+      {"cpu_bf16_flops", "FLOP/s per token on BF16 weights (host)"},
+      {"cpu_f32_pass", "F32 weights per s per 8-token pass (host)"},
+      {"cpu_f32_flops", "FLOP/s per token on F32 weights (host)"},
+  };
+  return kFields;
+}
+
 const HardwareValue& HardwareProfile::entry(const std::string& field) const {
   auto it = values.find(field);
   DSV4_CHECK_ARG(it != values.end()) << "hardware profile " << name << ": field '" << field << "' missing";
@@ -63,7 +77,7 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
       DSV4_CHECK_ARG(p.device == "gpu" || p.device == "cpu") << origin << ": device: must be gpu or cpu";
     } else if (key == "notes") {
       // free text
-    } else if (hardware_fields().count(key) != 0) {
+    } else if (hardware_fields().count(key) != 0 || cpu_hardware_fields().count(key) != 0) {
       const YAML::Node& n = kv.second;
       DSV4_CHECK_ARG(n.IsMap()) << origin << ": " << key << ": expected {value: X, source: S, note: ...}";
       HardwareValue v;
@@ -99,6 +113,15 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   DSV4_CHECK_ARG(!p.device.empty()) << origin << ": device: missing";
   for (const auto& [field, unit] : hardware_fields()) {
     DSV4_CHECK_ARG(p.values.count(field) != 0) << origin << ": " << field << ": missing (" << unit << ")";
+  }
+  // The CPU linear-kernel fields describe the project's CPU kernels: required for a cpu device, meaningless
+  // (and refused, so that a typo cannot hide) for a gpu.
+  for (const auto& [field, unit] : cpu_hardware_fields()) {
+    if (p.device == "cpu") {
+      DSV4_CHECK_ARG(p.values.count(field) != 0) << origin << ": " << field << ": missing (" << unit << ")";
+    } else {
+      DSV4_CHECK_ARG(p.values.count(field) == 0) << origin << ": " << field << ": only for device: cpu";
+    }
   }
   return p;
 }

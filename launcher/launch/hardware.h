@@ -38,6 +38,14 @@ struct HardwareProfile {
 ///   dispatch or combine), step_overhead (s per engine step: launches, scheduling, sampling synchronisation).
 const std::map<std::string, std::string>& hardware_fields();
 
+/// The fields a `device: cpu` profile must also define (and a gpu profile must not): the CPU linear kernel
+/// (kernels/cpu/linear.cc) decodes each 8-column group of a weight row once per pass of up to 8 tokens and
+/// FMAs it into those tokens, so an [m, k] x [k, n] linear of format F takes
+///   n * k * (ceil(m / 8) / cpu_F_pass + 2 m / cpu_F_flops)
+/// with F in fp8, fp4, bf16, f32 (measured by bench/cpu_profile_bench.cc). All CPU rates, memory_bandwidth
+/// included, are for the whole host; ranks on one host share them.
+const std::map<std::string, std::string>& cpu_hardware_fields();
+
 /// Parses a profile; unknown fields and fields without a `source` are errors naming the key.
 HardwareProfile load_hardware_profile(const std::filesystem::path& path);
 HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::string& origin);

@@ -5,6 +5,7 @@
 //   simulate ...                roofline performance model of one step (and a sweep over GPU counts)
 //   gemm / collective ...       the simulator's primitives on their own (for checks and validation)
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -15,6 +16,7 @@
 #include "launcher/launch/job_command.h"
 #include "launcher/launch/memory_plan.h"
 #include "launcher/launch/simulator.h"
+#include "launcher/launch/simulator_mla.h"
 #include "runtime/config/deployment_config.h"
 #include "runtime/config/model_config.h"
 #include "runtime/core/error.h"
@@ -83,7 +85,8 @@ void setup_run(CLI::App& app) {
   static std::vector<std::string> server_args;
   static bool dry_run = false;
   cmd->add_option("config", config, "deployment YAML")->required();
-  cmd->add_option("--server-arg", server_args, "extra dsv4-server argument, e.g. --server-arg=--port-file=F (repeatable)")
+  cmd->add_option("--server-arg", server_args,
+                  "extra dsv4-server argument, e.g. --server-arg=--port-file=F (repeatable)")
       ->allow_extra_args(false);
   cmd->add_option("--hostfile", hostfile, "Open MPI hostfile (required for more than one node)");
   cmd->add_option("--server-bin", server_bin, "dsv4-server executable (default: beside dsv4-launch)");
@@ -144,12 +147,17 @@ void setup_slurm(CLI::App& app) {
 
 void setup_simulate(CLI::App& app) {
   auto* cmd = app.add_subcommand("simulate", "Roofline model of one engine step on a layout and hardware profile");
-  static std::string deployment, model_path, layout_text, hardware, sweep_text, csv;
+  static std::string deployment, model_path, mla_path, layout_text, hardware, sweep_text, csv;
+  static int64_t redundant = 0;
   static SimSetup setup;
   static Workload w;
   static bool json = false, no_overlap = false;
   auto* dep_opt = cmd->add_option("--deployment", deployment, "take model, layout and nodes from a deployment YAML");
-  cmd->add_option("--config", model_path, "model config.json")->excludes(dep_opt);
+  auto* config_opt = cmd->add_option("--config", model_path, "model config.json")->excludes(dep_opt);
+  cmd->add_option("--mla-model", mla_path, "an MLA model description (configs/simulator/deepseek-v3.yaml) instead")
+      ->excludes(dep_opt)
+      ->excludes(config_opt);
+  cmd->add_option("--redundant-experts", redundant, "with --mla-model: extra physical expert copies (EPLB)");
   cmd->add_option("--layout", layout_text, "dp,tp,ep,cp")->excludes(dep_opt);
   cmd->add_option("--nodes", setup.nodes, "nodes")->excludes(dep_opt);
   cmd->add_option("--gpus-per-node", setup.gpus_per_node, "devices per node")->excludes(dep_opt);
@@ -172,13 +180,25 @@ void setup_simulate(CLI::App& app) {
       setup.nodes = dep.nodes;
       setup.gpus_per_node = dep.ranks_per_node;
     } else {
-      DSV4_CHECK_ARG(!model_path.empty() && !layout_text.empty())
-          << "simulate needs --deployment, or --config and --layout";
+      DSV4_CHECK_ARG((!model_path.empty() || !mla_path.empty()) && !layout_text.empty())
+          << "simulate needs --deployment, or --config (or --mla-model) and --layout";
       setup.layout = parse_layout(layout_text);
     }
-    const ModelConfig model = load_model_config(model_path);
     const HardwareProfile hw = load_hardware_profile(hardware);
     setup.overlap = !no_overlap;
+    if (!mla_path.empty()) {
+      DSV4_CHECK_ARG(sweep_text.empty()) << "--sweep is for V4 configs (--config)";
+      const MlaModel mla = load_mla_model(mla_path);
+      const SimResult r = simulate_mla(mla, setup, hw, w, redundant);
+      if (json) {
+        std::cout << result_to_json(r).dump(2) << "\n";
+      } else {
+        std::cout << "model " << mla.name << " (MLA)\n" << format_result(setup, hw, w, r);
+      }
+      return;
+    }
+    DSV4_CHECK_ARG(redundant == 0) << "--redundant-experts is only modelled with --mla-model";
+    const ModelConfig model = load_model_config(model_path);
     if (!sweep_text.empty()) {
       const auto dots = sweep_text.find("..");
       DSV4_CHECK_ARG(dots != std::string::npos) << "--sweep expects MIN..MAX, got '" << sweep_text << "'";
@@ -203,7 +223,7 @@ void setup_simulate(CLI::App& app) {
     if (json) {
       std::cout << result_to_json(r).dump(2) << "\n";
     } else {
-      std::cout << format_result(model, setup, hw, w, r);
+      std::cout << format_result(setup, hw, w, r);
     }
   });
 }
@@ -217,15 +237,24 @@ void setup_primitives(CLI::App& app) {
   gemm->add_option("-m", m, "rows (tokens)")->required();
   gemm->add_option("-n", n, "output columns")->required();
   gemm->add_option("-k", k, "inner dimension")->required();
-  gemm->add_option("--dtype", dtype, "weight type: fp8 (1 byte, FP8 rate) or bf16 (2 bytes, BF16 rate)")
-      ->check(CLI::IsMember({"fp8", "bf16"}));
+  gemm->add_option("--dtype", dtype,
+                   "weight format: fp8 (1 byte, FP8 rate), bf16 (2 bytes, BF16 rate); on a cpu profile also fp4 and "
+                   "f32 (the CPU linear-kernel model)")
+      ->check(CLI::IsMember({"fp8", "fp4", "bf16", "f32"}));
   gemm->callback([] {
     const HardwareProfile hw = load_hardware_profile(hardware);
-    const bool fp8 = dtype == "fp8";
-    const Roofline r =
-        gemm_time(m, n, k, fp8 ? 1.0 : 2.0, hw.get(fp8 ? "fp8_flops" : "bf16_flops"), hw.get("memory_bandwidth"));
-    nlohmann::json j = {
-        {"flops", r.flops}, {"bytes", r.bytes}, {"seconds", r.seconds}, {"compute_bound", r.compute_bound}};
+    nlohmann::json j;
+    if (hw.device == "cpu") {
+      // The CPU kernel model: one pass over the weights per 8 tokens plus the per-token FMAs (hardware.h).
+      j = {{"seconds", cpu_linear_time(m, n, k, hw.get("cpu_" + dtype + "_pass"), hw.get("cpu_" + dtype + "_flops"))},
+           {"passes", std::ceil(m / 8.0)}};
+    } else {
+      DSV4_CHECK_ARG(dtype == "fp8" || dtype == "bf16") << "--dtype " << dtype << " is for cpu profiles";
+      const bool fp8 = dtype == "fp8";
+      const Roofline r =
+          gemm_time(m, n, k, fp8 ? 1.0 : 2.0, hw.get(fp8 ? "fp8_flops" : "bf16_flops"), hw.get("memory_bandwidth"));
+      j = {{"flops", r.flops}, {"bytes", r.bytes}, {"seconds", r.seconds}, {"compute_bound", r.compute_bound}};
+    }
     std::cout << j.dump() << "\n";
   });
 

@@ -5,24 +5,14 @@
 #include <sstream>
 
 #include "parallel/mesh.h"
-#include "runtime/checkpoint/expected_tensors.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/error.h"
 #include "runtime/kv/state_bytes.h"
+#include "runtime/model/model_parallel.h"
+#include "runtime/model/shard_load.h"
 
 namespace dsv4::launch {
 namespace {
-
-// Tensors split over the TP ranks of a replica (ARCHITECTURE.md "Parallel layout"): the query up-projection
-// and the grouped output projection by heads / groups, the sinks by heads, the shared expert by FFN columns,
-// the embedding and LM head by vocabulary rows. Their `.scale` companions follow their weights.
-bool is_tp_split(const std::string& name) {
-  static const char* const kSplit[] = {"attn.wq_b.", "attn.wo_a.", "attn.wo_b.", "attn.attn_sink", "shared_experts."};
-  for (const char* s : kSplit) {
-    if (name.find(s) != std::string::npos) return true;
-  }
-  return name == "embed.weight" || name == "head.weight";
-}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -47,23 +37,23 @@ int64_t SequenceState::at(int64_t tokens, int64_t cp) const {
 
 RankWeights weights_per_rank(const ModelConfig& model, const ParallelLayout& layout) {
   check_layout(model, layout);
+  // The runtime's own ShardPlan (what load_shard reads), so the plan and the loader cannot disagree.
+  const parallel::Mesh mesh = parallel::Mesh::create(
+      {static_cast<int>(layout.world()), static_cast<int>(layout.dp), static_cast<int>(layout.tp),
+       static_cast<int>(layout.ep), static_cast<int>(layout.cp)},
+      mesh_dims(model));
+  const parallel::ShardPlan plan = model_shard_plan(model, mesh);
+  // Rank 0 holds the most: its vocabulary shard is a full ceil(V/tp) rows (the last tp rank's may be
+  // shorter); every other split is even, and every EP slot holds E / ep experts of each layer.
   RankWeights w;
-  int64_t split_total = 0;
-  int64_t expert_total = 0;
-  for (const ExpectedTensor& t : expected_tensors(model)) {
-    const auto bytes = static_cast<int64_t>(dtype_bytes(t.dtype, t.shape.numel()));
-    if (t.expert >= 0) {
-      expert_total += bytes;
-    } else if (is_tp_split(t.name)) {
-      split_total += bytes;
-    } else {
-      w.replicated += bytes;
+  for (const parallel::TensorSpec& spec : plan.tensors()) {
+    const auto bytes = static_cast<int64_t>(plan.shard(spec, 0).range.bytes());
+    switch (spec.split) {
+      case parallel::SplitKind::kReplicated: w.replicated += bytes; break;
+      case parallel::SplitKind::kExpert: w.experts += bytes; break;
+      default: w.tp_shard += bytes; break;
     }
   }
-  // Every expert of a layer has the same size and E % ep == 0, so each EP slot holds exactly 1/ep of them.
-  // The vocabulary split rounds up (ceil(V/tp) rows on the largest shard); the other splits are exact.
-  w.experts = expert_total / layout.ep;
-  w.tp_shard = ceil_div(split_total, layout.tp);
   return w;
 }
 
@@ -163,8 +153,7 @@ std::string format_plan(const ModelConfig& m, const DeploymentConfig& dep, const
   const parallel::Mesh mesh = parallel::Mesh::create(
       {static_cast<int>(l.world()), static_cast<int>(l.dp), static_cast<int>(l.tp), static_cast<int>(l.ep),
        static_cast<int>(l.cp)},
-      {static_cast<int>(m.num_heads), static_cast<int>(m.o_groups), static_cast<int>(m.num_routed_experts),
-       m.moe_intermediate_size * m.num_shared_experts, static_cast<int>(m.fp8_block)});
+      mesh_dims(m));
   const int64_t shown = std::min<int64_t>(l.world(), 8);
   for (int64_t r = 0; r < shown; ++r) {
     const parallel::MeshCoord c = mesh.coord(static_cast<int>(r));

@@ -12,8 +12,9 @@
 
 namespace dsv4::launch {
 
-/// Weight bytes one rank holds. Every rank of a layout holds the same amount: replicated tensors in full,
-/// its 1/tp slice of the TP-split tensors and the experts of its EP slot.
+/// Weight bytes one rank holds, from the runtime's ShardPlan (model_shard_plan, what load_shard reads):
+/// replicated tensors in full, its 1/tp slice of the TP-split tensors and the experts of its EP slot. Given
+/// for rank 0, which holds the most (a full ceil(V/tp)-row vocabulary shard; the last tp rank's may be shorter).
 struct RankWeights {
   int64_t replicated = 0;  // wq_a, wkv, norms, compressors, indexer, gate, hc_*, tid2eid, MTP projections
   int64_t tp_shard = 0;    // this rank's slice of wq_b, wo_a, wo_b, attn_sink, shared expert, embed, head
@@ -33,7 +34,7 @@ struct SequenceState {
   int64_t at(int64_t tokens, int64_t cp = 1) const;
 };
 
-/// Expected-tensor bytes split by ownership. Throws if the layout cannot shard the model.
+/// Rank 0's weight bytes split by ownership (model_shard_plan). Throws if the layout cannot shard the model.
 RankWeights weights_per_rank(const ModelConfig& model, const ParallelLayout& layout);
 
 /// Decode state per sequence for `model`.

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "launcher/launch/memory_plan.h"
+#include "launcher/launch/sim_device.h"
 #include "runtime/core/error.h"
 
 namespace dsv4::launch {
@@ -80,6 +81,11 @@ double all_to_all_time(double max_copies, double bytes_per_copy, int64_t ep, int
   return std::max(intra, inter) + hw.get("a2a_latency");
 }
 
+double cpu_linear_time(double m, double n, double k, double pass_rate, double token_flops) {
+  if (m <= 0) return 0.0;
+  return n * k * (std::ceil(m / 8.0) / pass_rate + 2.0 * m / token_flops);
+}
+
 const char* part_name(Part part) {
   switch (part) {
     case kDenseGemm: return "dense_gemm";
@@ -98,16 +104,14 @@ const char* part_name(Part part) {
 // ---- the step model ----------------------------------------------------------------------------------
 namespace {
 
-struct Rates {
-  double bf16, fp8, bw;
-};
+using sim_detail::Device;
 
 // One step of one rank. `tokens`: tokens of its replica in the step; `sequences`: the replica's sequences;
 // `ctx`: KV rows each query sees (average); `logit_tokens`: tokens that need logits.
 StepResult step(const ModelConfig& m, const SimSetup& s, const HardwareProfile& hw, double tokens, double sequences,
                 double ctx, double logit_tokens, bool decode) {
   const ParallelLayout& l = s.layout;
-  const Rates r{hw.get("bf16_flops"), hw.get("fp8_flops"), hw.get("memory_bandwidth")};
+  const Device dev(hw, s.gpus_per_node);
   const double t = tokens;
   const double tp = static_cast<double>(l.tp), cp = static_cast<double>(l.cp);
   const double dmodel = static_cast<double>(m.hidden_size), hd = static_cast<double>(m.head_dim);
@@ -123,26 +127,26 @@ StepResult step(const ModelConfig& m, const SimSetup& s, const HardwareProfile& 
   const bool intra_tp = l.tp <= s.gpus_per_node;
   const double tp_bw = hw.get(intra_tp ? "intra_bandwidth" : "inter_bandwidth");
   const double tp_lat = hw.get(intra_tp ? "intra_latency" : "inter_latency");
+  using F = WeightFormat;
 
   for (int64_t layer = 0; layer < m.num_layers; ++layer) {
     const AttentionKind kind = m.attention_kind(layer);
     const double ratio = static_cast<double>(m.compress_ratio(layer));
     // Dense projections (FP8 weights): wq_a and wkv replicated, wq_b / wo_a / wo_b by heads and groups.
-    add(kDenseGemm, gemm_time(t, qr, dmodel, 1, r.fp8, r.bw).seconds);
-    add(kDenseGemm, gemm_time(t, hd, dmodel, 1, r.fp8, r.bw).seconds);
-    add(kDenseGemm, gemm_time(t, heads * hd, qr, 1, r.fp8, r.bw).seconds);
-    add(kDenseGemm,
-        gemm_time(t, groups * orank, static_cast<double>(m.num_heads) * hd / m.o_groups, 1, r.fp8, r.bw).seconds);
-    add(kDenseGemm, gemm_time(t, dmodel, groups * orank, 1, r.fp8, r.bw).seconds);
+    add(kDenseGemm, dev.gemm(t, qr, dmodel, F::kFp8));
+    add(kDenseGemm, dev.gemm(t, hd, dmodel, F::kFp8));
+    add(kDenseGemm, dev.gemm(t, heads * hd, qr, F::kFp8));
+    add(kDenseGemm, dev.gemm(t, groups * orank, static_cast<double>(m.num_heads) * hd / m.o_groups, F::kFp8));
+    add(kDenseGemm, dev.gemm(t, dmodel, groups * orank, F::kFp8));
     // Shared expert split by FFN columns, router gate (bf16, replicated), HC mixing of both sub-layers (fp32).
     const double shared = static_cast<double>(m.num_shared_experts);
     if (shared > 0) {
-      add(kDenseGemm, gemm_time(t, 2 * shared * ff / tp, dmodel, 1, r.fp8, r.bw).seconds);
-      add(kDenseGemm, gemm_time(t, dmodel, shared * ff / tp, 1, r.fp8, r.bw).seconds);
+      add(kDenseGemm, dev.gemm(t, 2 * shared * ff / tp, dmodel, F::kFp8));
+      add(kDenseGemm, dev.gemm(t, dmodel, shared * ff / tp, F::kFp8));
     }
-    add(kDenseGemm, gemm_time(t, static_cast<double>(m.num_routed_experts), dmodel, 2, r.bf16, r.bw).seconds);
+    add(kDenseGemm, dev.gemm(t, static_cast<double>(m.num_routed_experts), dmodel, F::kBf16));
     const double hc = static_cast<double>(m.hc_mult);
-    add(kDenseGemm, 2 * gemm_time(t, (2 + hc) * hc, hc * dmodel, 4, r.bf16, r.bw).seconds);
+    add(kDenseGemm, 2 * dev.gemm(t, (2 + hc) * hc, hc * dmodel, F::kF32));
 
     // Attention rows per query: the raw window plus, by kind, the indexer's top-k or every HCA row.
     // Compressed rows are split over the CP ranks of a sequence.
@@ -156,29 +160,29 @@ StepResult step(const ModelConfig& m, const SimSetup& s, const HardwareProfile& 
     // tile re-reads the rows it needs.
     const double reads = decode ? sequences : std::max(1.0, t / 128.0);
     const double attn_bytes = reads * rows * static_cast<double>(st.main_row_bytes) + t * heads * hd * 2 * 2;
-    add(kAttention, std::max(attn_flops / r.bf16, attn_bytes / r.bw));
+    add(kAttention, std::max(attn_flops / dev.attention_flops, attn_bytes / dev.bandwidth));
 
     // Compressors (bf16 wkv + wgate) and the CSA lightning indexer (replicated on every TP rank).
     if (kind != AttentionKind::kSlidingWindow) {
       const double width = kind == AttentionKind::kCompressed4 ? 2 * hd : hd;
-      add(kIndexer, gemm_time(t, 2 * width, dmodel, 2, r.bf16, r.bw).seconds);
+      add(kIndexer, dev.gemm(t, 2 * width, dmodel, F::kBf16));
     }
     if (kind == AttentionKind::kCompressed4) {
       const double ih = static_cast<double>(m.index_num_heads), id = static_cast<double>(m.index_head_dim);
-      add(kIndexer, gemm_time(t, ih * id, qr, 1, r.fp8, r.bw).seconds);
-      add(kIndexer, gemm_time(t, ih, dmodel, 2, r.bf16, r.bw).seconds);
-      add(kIndexer, gemm_time(t, 2 * 2 * id, dmodel, 2, r.bf16, r.bw).seconds);
+      add(kIndexer, dev.gemm(t, ih * id, qr, F::kFp8));
+      add(kIndexer, dev.gemm(t, ih, dmodel, F::kBf16));
+      add(kIndexer, dev.gemm(t, 2 * 2 * id, dmodel, F::kBf16));
       const double idx_rows = ctx / ratio / cp;
       const double flops = t * ih * idx_rows * 2.0 * id;
       const double bytes =
           (decode ? sequences : std::max(1.0, t / 128.0)) * idx_rows * static_cast<double>(st.indexer_row_bytes) +
           t * idx_rows * 4.0 * 2.0;  // scores written and read by the top-k
-      add(kIndexer, std::max(flops / r.fp8, bytes / r.bw));
+      add(kIndexer, std::max(flops / dev.indexer_flops, bytes / dev.bandwidth));
     }
 
     // TP: all-reduce after wo_b and after the shared expert; all-gather of the combined MoE output (each TP
     // rank dispatches 1/tp of the replica's tokens). CP: merge of partial attention outputs.
-    const double act = t * dmodel * 2.0;
+    const double act = t * dmodel * dev.activation_bytes;
     add(kTpCollectives, 2 * allreduce_time(act, l.tp, tp_bw, tp_lat) + allgather_time(act, l.tp, tp_bw, tp_lat));
     if (l.cp > 1) {
       const bool intra_cp = l.tp * l.cp <= s.gpus_per_node;
@@ -188,11 +192,11 @@ StepResult step(const ModelConfig& m, const SimSetup& s, const HardwareProfile& 
     }
     // Norms, HC streams and elementwise work: per sub-layer the fp32 residual streams (hc_mult x D) are read
     // once by the pre-mix and read and written once by the post-mix: 3 passes, 2 sub-layers.
-    add(kOther, 2 * 3 * t * hc * dmodel * 4.0 / r.bw);
+    add(kOther, 2 * 3 * t * hc * dmodel * 4.0 / dev.bandwidth);
   }
 
-  // Routed experts: the busiest EP rank's token copies (routing noise + skew), the weights of every local
-  // expert hit at least once (FP4 + one E8M0 per 32), FP8 grouped GEMMs (Hopper has no FP4 MMA).
+  // Routed experts: the busiest EP rank's token copies (routing noise + skew) and the weights of every local
+  // expert hit at least once (FP4 + one E8M0 per 32).
   const double per_rank_tokens = t / (tp * cp);  // tokens each rank dispatches
   const double group_tokens = per_rank_tokens * static_cast<double>(l.ep);
   const double k = static_cast<double>(m.num_experts_per_token);
@@ -201,25 +205,21 @@ StepResult step(const ModelConfig& m, const SimSetup& s, const HardwareProfile& 
   out.max_copies_per_rank = max_copies;
   const double local_experts = experts / static_cast<double>(l.ep);
   const double p_hit = 1.0 - std::pow(1.0 - k / experts, group_tokens);
-  const double expert_weight_bytes = 3.0 * dmodel * ff * (0.5 + 1.0 / 32.0);
   const double layers = static_cast<double>(m.num_layers);
-  {
-    const double flops = 2.0 * 3.0 * dmodel * ff * max_copies;
-    const double bytes = local_experts * p_hit * expert_weight_bytes + max_copies * (2 * dmodel + 3 * ff) * 2.0;
-    add(kExperts, layers * std::max(flops / r.fp8, bytes / r.bw));
-  }
-  const double dispatch_bytes = dmodel + dmodel / 128.0 * 4.0;  // FP8 + fp32 scale per 128
-  const double combine_bytes = dmodel * 2.0;                    // bf16
+  add(kExperts, layers * dev.experts(local_experts * p_hit, max_copies, dmodel, ff));
+  // Dispatch: GPU FP8 + fp32 scale per 128, CPU the f32 rows; combine: GPU bf16, CPU f32.
+  const double dispatch_bytes = dev.cpu ? dmodel * 4.0 : dmodel + dmodel / 128.0 * 4.0;
+  const double combine_bytes = dmodel * dev.activation_bytes;
   add(kDispatchCombine, layers * (all_to_all_time(max_copies, dispatch_bytes, l.ep, s.gpus_per_node, hw) +
                                   all_to_all_time(max_copies, combine_bytes, l.ep, s.gpus_per_node, hw)));
 
   // Once per step: vocabulary-sharded embedding (all-reduce), LM head for the tokens that need logits,
   // sampling over this rank's shard (three passes over fp32 logits) and the gather of per-shard candidates.
   const double vshard = std::ceil(static_cast<double>(m.vocab_size) / tp);
-  add(kTpCollectives, allreduce_time(t * dmodel * 2.0, l.tp, tp_bw, tp_lat));
-  add(kDenseGemm, gemm_time(logit_tokens, vshard, dmodel, 2, r.bf16, r.bw).seconds);
+  add(kTpCollectives, allreduce_time(t * dmodel * dev.activation_bytes, l.tp, tp_bw, tp_lat));
+  add(kDenseGemm, dev.gemm(logit_tokens, vshard, dmodel, F::kBf16));
   add(kSampling,
-      3.0 * logit_tokens * vshard * 4.0 / r.bw + allgather_time(logit_tokens * 64 * 8.0, l.tp, tp_bw, tp_lat));
+      3.0 * logit_tokens * vshard * 4.0 / dev.bandwidth + allgather_time(logit_tokens * 64 * 8.0, l.tp, tp_bw, tp_lat));
   add(kOther, hw.get("step_overhead"));
 
   for (int p = 0; p < kNumParts; ++p) {
@@ -230,9 +230,7 @@ StepResult step(const ModelConfig& m, const SimSetup& s, const HardwareProfile& 
     }
     if (out.seconds[p] > out.seconds[out.bottleneck]) out.bottleneck = static_cast<Part>(p);
   }
-  // Two-micro-batch overlap needs at least two tokens to split; a single decode stream runs serially.
-  const bool overlap = s.overlap && t >= 2.0;
-  out.total = overlap ? std::max(out.compute, out.communication) : out.compute + out.communication;
+  out.total = out.compute + out.communication;  // serial; simulate() applies the overlap
   return out;
 }
 
@@ -256,11 +254,25 @@ SimResult simulate(const ModelConfig& m, const SimSetup& s, const HardwareProfil
   SimResult res;
   const double seqs = static_cast<double>(w.batch) / static_cast<double>(l.dp);
   const double gpus = static_cast<double>(l.world());
-  res.decode = step(m, s, hw, seqs, seqs, static_cast<double>(w.context), seqs, true);
   const double prefill_tokens = std::min(seqs * static_cast<double>(w.prompt), static_cast<double>(s.prefill_chunk));
   const double prefill_seqs = std::max(1.0, prefill_tokens / static_cast<double>(w.prompt));
+  // Two-micro-batch overlap needs at least two tokens to split; a single decode stream runs serially. The CPU
+  // engine has no overlap: a rank computes, then exchanges.
+  const bool can_overlap = s.overlap && hw.device != "cpu";
+  const double overhead = hw.get("step_overhead");
+  res.decode = step(m, s, hw, seqs, seqs, static_cast<double>(w.context), seqs, true);
+  if (can_overlap && seqs >= 2.0) {
+    sim_detail::apply_overlap(
+        res.decode, step(m, s, hw, seqs / 2, seqs / 2, static_cast<double>(w.context), seqs / 2, true), overhead);
+  }
   // Causal prefill from an empty cache: a query at position p sees p + 1 rows, p / 2 on average.
-  res.prefill = step(m, s, hw, prefill_tokens, prefill_seqs, static_cast<double>(w.prompt) / 2.0, prefill_seqs, false);
+  const double pctx = static_cast<double>(w.prompt) / 2.0;
+  res.prefill = step(m, s, hw, prefill_tokens, prefill_seqs, pctx, prefill_seqs, false);
+  if (can_overlap && prefill_tokens >= 2.0) {
+    sim_detail::apply_overlap(
+        res.prefill, step(m, s, hw, prefill_tokens / 2, std::max(1.0, prefill_seqs / 2), pctx, prefill_seqs / 2, false),
+        overhead);
+  }
   res.decode_tokens_per_s_per_gpu = seqs * static_cast<double>(l.dp) / (res.decode.total * gpus);
   res.prefill_tokens_per_s_per_gpu = prefill_tokens * static_cast<double>(l.dp) / (res.prefill.total * gpus);
   const double prefill_steps = std::ceil(seqs * static_cast<double>(w.prompt) / prefill_tokens);
@@ -270,7 +282,9 @@ SimResult simulate(const ModelConfig& m, const SimSetup& s, const HardwareProfil
   res.memory.state = seqs * static_cast<double>(sequence_state(m).at(w.context, l.cp));
   res.memory.workspace = static_cast<double>(
       workspace_bytes(m, l, static_cast<int64_t>(std::max(seqs, prefill_tokens)), w.context, 2.0 * s.expert_skew));
-  res.memory.capacity = hw.get("memory_bytes");
+  // CPU ranks of one host share its memory.
+  res.memory.capacity =
+      hw.get("memory_bytes") / (hw.device == "cpu" ? static_cast<double>(std::max<int64_t>(1, s.gpus_per_node)) : 1.0);
   res.fits = res.memory.total() <= res.memory.capacity;
   return res;
 }
@@ -282,6 +296,9 @@ nlohmann::json result_to_json(const SimResult& r) {
     j["compute"] = s.compute;
     j["communication"] = s.communication;
     j["total"] = s.total;
+    j["overlapped"] = s.overlapped;
+    if (s.micro_compute > 0)
+      j["micro_batch"] = {{"compute", s.micro_compute}, {"communication", s.micro_communication}};
     j["tokens_per_replica"] = s.tokens;
     j["max_copies_per_rank"] = s.max_copies_per_rank;
     j["bottleneck"] = part_name(s.bottleneck);
@@ -302,12 +319,14 @@ nlohmann::json result_to_json(const SimResult& r) {
   return j;
 }
 
-std::string format_result(const ModelConfig& m, const SimSetup& s, const HardwareProfile& hw, const Workload& w,
-                          const SimResult& r) {
+std::string format_result(const SimSetup& s, const HardwareProfile& hw, const Workload& w, const SimResult& r) {
   std::ostringstream o;
   o << "hardware " << hw.name << "; " << s.nodes << " node(s) x " << s.gpus_per_node << " = " << s.layout.world()
     << " devices; layout " << to_string(s.layout) << "; expert skew " << s.expert_skew << "; overlap "
-    << (s.overlap ? "on" : "off") << "\n";
+    << (hw.device == "cpu" ? "off (CPU ranks compute, then exchange)"
+        : s.overlap        ? "on"
+                           : "off")
+    << "\n";
   o << "workload batch " << w.batch << " (" << w.batch / s.layout.dp << " per replica), context " << w.context
     << ", prompt " << w.prompt << ", output " << w.output << "\n\n";
   o << "part                    decode ms   prefill ms\n";
@@ -335,7 +354,6 @@ std::string format_result(const ModelConfig& m, const SimSetup& s, const Hardwar
   o << "memory per GPU: weights " << format_bytes(r.memory.weights) << " + state " << format_bytes(r.memory.state)
     << " + workspace " << format_bytes(r.memory.workspace) << " = " << format_bytes(r.memory.total()) << " of "
     << format_bytes(r.memory.capacity) << (r.fits ? " (fits)" : " (DOES NOT FIT)") << "\n";
-  (void)m;
   return o.str();
 }
 

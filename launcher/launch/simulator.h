@@ -28,6 +28,14 @@ struct Roofline {
 /// [m, k] x [k, n] with weights of `weight_bytes` per element and bf16 activations in and out.
 Roofline gemm_time(double m, double n, double k, double weight_bytes, double flops_rate, double bandwidth);
 
+/// Weight formats of the model's linears (the CPU kernel's rate depends on the format; on a GPU, the bytes).
+enum class WeightFormat { kFp8, kFp4, kBf16, kF32 };
+
+/// The CPU linear kernel (kernels/cpu/linear.cc) on [m, k] x [k, n]: n * k * (ceil(m / 8) / pass_rate +
+/// 2 m / token_flops), the rates being one rank's share of cpu_<fmt>_pass / cpu_<fmt>_flops (see
+/// cpu_hardware_fields). 0 for m <= 0.
+double cpu_linear_time(double m, double n, double k, double pass_rate, double token_flops);
+
 /// All-reduce of `bytes` over `ranks`: the ring's bandwidth term 2(n-1)/n * bytes / bandwidth plus a
 /// tree-like latency term 2 * ceil(log2 n) * latency (NCCL switches to low-latency protocols for the small
 /// messages of decode, where a ring's 2(n-1) hops would overstate the cost).
@@ -71,7 +79,7 @@ struct SimSetup {
   int64_t nodes = 1;
   int64_t gpus_per_node = 8;
   double expert_skew = 1.0;       // >= 1; 1 = every expert equally popular (routing noise only)
-  bool overlap = true;            // two-micro-batch overlap of communication with computation (>= 2 tokens)
+  bool overlap = true;            // two-micro-batch overlap of communication with computation (GPU, >= 2 tokens)
   int64_t prefill_chunk = 16384;  // tokens per replica per prefill step
 };
 
@@ -86,7 +94,14 @@ struct StepResult {
   std::array<double, kNumParts> seconds{};
   double compute = 0;  // everything but the two communication parts
   double communication = 0;
-  double total = 0;                // max(compute, communication) with overlap, their sum without
+  // Without overlap: compute + communication. With two-micro-batch overlap (DeepSeek's scheme: one half of the
+  // tokens computes while the other half's dispatch/combine is in flight) the step is two halves in a
+  // ping-pong, 2 x max(compute(T/2), communication(T/2)) plus the fixed step overhead once, if that is shorter
+  // than the serial step: each half still reads every weight, so a memory-bound step gains little from overlap.
+  // micro_* hold the half step whenever overlap was considered; `overlapped` says whether it was used.
+  double total = 0;
+  bool overlapped = false;
+  double micro_compute = 0, micro_communication = 0;
   double tokens = 0;               // tokens one replica processes in the step
   double max_copies_per_rank = 0;  // expert token copies on the busiest EP rank
   Part bottleneck = kDenseGemm;
@@ -116,8 +131,7 @@ struct SimResult {
 SimResult simulate(const ModelConfig& model, const SimSetup& setup, const HardwareProfile& hw, const Workload& w);
 
 nlohmann::json result_to_json(const SimResult& r);
-std::string format_result(const ModelConfig& model, const SimSetup& setup, const HardwareProfile& hw, const Workload& w,
-                          const SimResult& r);
+std::string format_result(const SimSetup& setup, const HardwareProfile& hw, const Workload& w, const SimResult& r);
 
 /// One row of a sweep over GPU counts: tp and cp as given, dp = gpus / (tp * cp), ep = the largest divisor of
 /// the GPU count that divides the routed experts, the per-replica batch held at the base workload's.

@@ -1,6 +1,8 @@
-// `dsv4-server`: the inference server, one MPI program. Every rank loads the model; rank 0 also runs the gRPC
-// service, the scheduler and the Prometheus endpoint, and broadcasts a StepPlan each iteration; all ranks step
-// in lock-step (runtime/serve/server.h). Without mpirun it runs as a single rank.
+// `dsv4-server`: the inference server, one MPI program. Every rank loads its shard of the model under the
+// layout of the deployment YAML (or --dp/--tp/--ep/--cp; launcher/layout_args.h); rank 0 also runs the gRPC
+// service, the scheduler and the Prometheus endpoint, and sends a StepPlan each iteration; all ranks step in
+// lock-step (runtime/serve/server.h). Plans travel over an MpiPlanChannel, so idle followers do not spin.
+// Without mpirun it runs as a single rank over the whole model.
 //
 // SIGTERM / SIGINT drain: rank 0 stops admitting, finishes what it accepted, broadcasts the shutdown plan, and
 // every rank exits 0. A failing rank aborts the whole job (run_rank_main -> MPI_Abort), so clients see the
@@ -12,10 +14,13 @@
 #include <csignal>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <vector>
 
 #include <unistd.h>
 
+#include "launcher/layout_args.h"
+#include "launcher/server/mpi_plan_channel.h"
 #include "parallel/bootstrap.h"
 #include "parallel/communicator.h"
 #include "parallel/rank_main.h"
@@ -25,6 +30,8 @@
 #include "runtime/core/logging.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
+#include "runtime/kv/cpu_state_bytes.h"
+#include "runtime/kv/state_pool.h"
 #include "runtime/serve/server.h"
 
 namespace {
@@ -38,13 +45,15 @@ extern "C" void on_terminate(int) {
 
 struct Args {
   std::string deployment, checkpoint, tokenizer, numerics, port_file, auth_token_file;
+  bool deterministic = false;
+  dsv4::LayoutArgs layout;
   dsv4::serve::ServerOptions server;
 };
 
 // Fills what the command line left unset from a deployment YAML (what `dsv4-launch run` passes). Flags given
 // explicitly win, so a test or an operator can override one setting without editing the file.
-void apply_deployment(Args& a, const CLI::App& app, int world_size) {
-  const dsv4::DeploymentConfig d = dsv4::load_deployment_config(a.deployment);
+dsv4::DeploymentConfig apply_deployment(Args& a, const CLI::App& app, int world_size) {
+  dsv4::DeploymentConfig d = dsv4::load_deployment_config(a.deployment);
   DSV4_CHECK_ARG(d.world_size() == world_size)
       << a.deployment << ": the deployment has " << d.world_size() << " ranks (nodes x ranks_per_node) but mpirun "
       << "started " << world_size;
@@ -65,6 +74,7 @@ void apply_deployment(Args& a, const CLI::App& app, int world_size) {
     a.server.max_concurrent_requests = static_cast<int32_t>(d.scheduler.max_running + d.scheduler.max_queue);
   }
   dsv4::set_log_level(d.log_level);
+  return d;
 }
 
 }  // namespace
@@ -91,6 +101,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-running", a.server.scheduler.max_running, "sequences batched at once");
   app.add_option("--max-step-tokens", a.server.scheduler.max_step_tokens, "token budget of one step");
   app.add_option("--max-prefill-chunk", a.server.scheduler.max_prefill_chunk, "0 = token budget only");
+  app.add_flag("--deterministic", a.deterministic,
+               "fixed reduction order: results independent of layout and batch (default: DSV4_DETERMINISTIC)");
+  dsv4::add_layout_options(&app, a.layout, /*with_deployment=*/false);
   CLI11_PARSE(app, argc, argv);
 
   int provided = 0;
@@ -107,7 +120,12 @@ int main(int argc, char** argv) {
       std::signal(SIGINT, on_terminate);
       std::unique_ptr<dsv4::serve::InferenceServer> server;
       rc = dsv4::parallel::run_rank_main(*bootstrap, comm.get(), [&] {
-        if (!a.deployment.empty()) apply_deployment(a, app, bootstrap->size());
+        std::optional<dsv4::DeploymentConfig> deployment;
+        if (!a.deployment.empty()) deployment = apply_deployment(a, app, bootstrap->size());
+        const dsv4::parallel::MeshConfig layout =
+            dsv4::resolve_layout(a.layout, bootstrap->size(), deployment ? &*deployment : nullptr);
+        // Collective: every rank makes its plan channel in the same order.
+        dsv4::serve::MpiPlanChannel channel;
         DSV4_CHECK_ARG(!a.checkpoint.empty()) << "--checkpoint or --deployment is required";
         if (!a.auth_token_file.empty()) {
           std::ifstream in(a.auth_token_file);
@@ -135,13 +153,36 @@ int main(int argc, char** argv) {
         }
         const dsv4::Numerics numerics = dsv4::parse_numerics(
             a.numerics.empty() ? dsv4::env::get_string(dsv4::env::kNumerics) : a.numerics);
-        auto loaded = dsv4::load_model(a.checkpoint, a.tokenizer, numerics);
-        dsv4::Engine engine(*loaded->model);
+        const bool deterministic = a.deterministic || dsv4::env::get_bool(dsv4::env::kDeterministic);
+        std::unique_ptr<dsv4::LoadedModel> loaded;
+        std::unique_ptr<dsv4::StatePool> state_pool;  // declared before the engine: outlives its sequences
+        std::unique_ptr<dsv4::Engine> engine;
+        if (bootstrap->size() == 1 && layout.dp * layout.tp * layout.cp * layout.ep == 1) {
+          loaded = dsv4::load_model(a.checkpoint, a.tokenizer, numerics, deterministic);
+          engine = std::make_unique<dsv4::Engine>(*loaded->model);
+        } else {
+          loaded = dsv4::load_model_sharded(a.checkpoint, a.tokenizer, numerics, deterministic, *comm, layout);
+          engine = std::make_unique<dsv4::Engine>(*loaded->model, *comm, loaded->groups->mesh);
+        }
+        // What each replica may reserve for sequence state (the serving loop's default when not configured):
+        // every rank of a replica holds its sequences' whole state, in a pool of that budget. The scheduler
+        // admits by the same bytes (cpu_state_bytes), so the pool never runs out mid-request.
+        const int64_t state_budget =
+            a.server.scheduler.state_budget_bytes > 0
+                ? a.server.scheduler.state_budget_bytes
+                : a.server.scheduler.max_running *
+                      dsv4::cpu_state_bytes(loaded->model->config(), 4096, dsv4::kDefaultStatePageBytes,
+                                            static_cast<int64_t>(loaded->model->weights().mtp.size()))
+                          .total();
+        state_pool = std::make_unique<dsv4::StatePool>(
+            dsv4::StatePoolOptions{dsv4::kDefaultStatePageBytes, state_budget});
+        engine->set_state_pool(state_pool.get());
+        dsv4::log_rank_memory(*loaded, state_budget, "state budget");
         if (bootstrap->rank() == 0) {
-          server->run(*loaded, engine);
+          server->run(*loaded, *engine, &channel);
           g_server.store(nullptr);
         } else {
-          dsv4::serve::run_follower(*bootstrap, engine);
+          dsv4::serve::run_follower(*bootstrap, *engine, &channel);
         }
       });
       g_server.store(nullptr);

@@ -314,6 +314,10 @@ void make_random_checkpoint(const ModelConfig& config, uint64_t seed, const std:
   DSV4_CHECK_ARG(num_shards >= 1 && num_shards <= n)
       << "--shards must be in [1, " << n << "] (the number of tensors), got " << num_shards;
   std::error_code ec;
+  // Inputs first: a missing tokenizer must not leave a checkpoint behind that looks complete.
+  for (const auto& f : tokenizer_files) {
+    DSV4_CHECK_CODE(std::filesystem::is_regular_file(f, ec), ErrorCode::kNotFound) << f.string() << ": no such file";
+  }
   std::filesystem::create_directories(out_dir, ec);
   DSV4_CHECK_CODE(!ec, ErrorCode::kIo) << out_dir.string() << ": cannot create: " << ec.message();
   // A leftover index or single file from an earlier run would decide how the directory is read.

@@ -1,46 +1,99 @@
 // Engine: the per-rank executor of a StepPlan (proto/dsv4/v1/control.proto).
 //
-// Every rank of the job runs Engine::step(plan) on the same plan in lock-step. For now each rank holds a full
-// replica of the model (Model over the whole checkpoint), so every rank computes the same rows; the sharded
-// model (tensor / expert parallel weights, vocab-sharded head and per-shard sampling candidates) is issue 4,
-// and will replace the body of step() without changing this interface.
+// Every rank of the job runs Engine::step(plan) on the same plan in lock-step:
+//   - each DP replica (a TP group of the Mesh) runs the work items whose dp_rank is its own, in one batched
+//     Model::forward; a replica with no items of its own still calls forward with zero chunks, because the
+//     MoE exchange spans every rank of the EP group (every rank calls forward once per non-empty plan);
+//   - for the items marked `sample`, each TP rank reduces its vocabulary shard of the last position's logits
+//     to ShardCandidates (runtime/engine/sampler.h) with the item's SamplingPlan; the candidates (a few KB)
+//     are sent to rank 0, which merges them. When a merged set cannot decide the sample exactly (a top-p /
+//     min-p set reaching past the candidates, or an untruncated draw landing beyond their mass), rank 0
+//     broadcasts a wider count and the shards report again: more than the first few hundred tokens per shard
+//     are only sent when the distribution and the draw need them.
+// Rank 0 then samples with each request's own random stream (GenerationStream::step(MergedCandidates)).
+//
+// A single-process engine (no world communicator) is the same with one replica and one shard.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <unordered_map>
 #include <vector>
 
 #include "dsv4/v1/control.pb.h"
+#include "parallel/communicator.h"
+#include "parallel/mesh.h"
+#include "runtime/engine/sampler.h"
 #include "runtime/model/model.h"
 
 namespace dsv4 {
 
-/// Logits of the last position of one sequence that the plan asked to sample.
-struct SampledLogits {
+/// The merged sampling candidates of one sequence the plan asked to sample (rank 0 only).
+struct SampledCandidates {
   uint64_t sequence_id = 0;
-  std::vector<float> logits;  // [vocab]
+  MergedCandidates candidates;
 };
+
+/// Rank 0's test of whether merged candidates decide a sequence's next sample (e.g. GenerationStream::
+/// candidates_suffice, which knows the stream's next random draw); false makes the shards report more.
+using CandidateCheck =
+    std::function<bool(uint64_t sequence_id, const MergedCandidates& merged, int32_t count_per_shard, bool all_in)>;
+
+/// The sampling parameters a SamplingPlan carries (what the shards need: temperature, top-k, top-p, min-p,
+/// top logprobs; the seed is used by rank 0's stream).
+SamplingParams sampling_params_of(const v1::SamplingPlan& plan);
+/// The SamplingPlan entry for a request's parameters.
+v1::SamplingPlan sampling_plan_of(uint64_t sequence_id, const SamplingParams& params);
 
 class Engine {
  public:
-  /// The model must outlive the engine.
-  explicit Engine(Model& model) : model_(&model) {}
+  /// A single-process engine over a whole model. The model must outlive the engine.
+  explicit Engine(Model& model);
+  /// One rank of a sharded job: `world` spans every rank (rank 0 merges the candidates), `mesh` is the layout
+  /// the model's shard and groups were made from (cp must be 1). Model and world must outlive the engine.
+  Engine(Model& model, parallel::Communicator& world, const parallel::Mesh& mesh);
 
-  /// Frees plan.free_sequences, then runs every work item in one batched forward. A work item whose
-  /// start_position is 0 creates the sequence's state; otherwise start_position must equal the state's length
-  /// (the plan and the engine agree on every sequence's progress, or the plan is rejected with kInternal).
-  /// Returns the last-position logits of the items with `sample` set, in plan order.
-  std::vector<SampledLogits> step(const v1::StepPlan& plan);
+  /// Frees plan.free_sequences (those this rank holds), then runs the work items of this rank's replica in one
+  /// batched forward. A work item whose start_position is 0 creates the sequence's state; otherwise
+  /// start_position must equal the state's length (the plan and the engine agree on every sequence's progress,
+  /// or the plan is rejected with kInternal). Every item marked `sample` needs a SamplingPlan entry.
+  /// Collective over the world. Returns, on rank 0, the merged candidates of the `sample` items in plan order;
+  /// an empty vector on the other ranks. `check` (rank 0; empty: candidates_suffice of the plan's parameters,
+  /// which is exact for every draw) decides when the candidates suffice.
+  std::vector<SampledCandidates> step(const v1::StepPlan& plan, const CandidateCheck& check = {});
 
-  /// Sequences holding state now.
+  /// Sequences holding state on this rank (its replica's).
   size_t num_sequences() const { return states_.size(); }
-  /// Bytes of state the live sequences hold (SequenceState::memory_bytes).
+  /// Books the state of sequences created from now on to `pool` (runtime/kv/state_pool.h), which must outlive
+  /// the engine; null (the default) gives each sequence a private unlimited pool. A full pool fails the step
+  /// with Error(kResourceExhausted) before any state changes; the scheduler's admission prevents that when
+  /// its cost function is cpu_state_bytes and its budget the pool's.
+  void set_state_pool(StatePool* pool) { state_pool_ = pool; }
+  StatePool* state_pool() const { return state_pool_; }
+  /// Bytes of state the live sequences of this rank hold (SequenceState::memory_bytes).
   int64_t state_bytes() const;
   const Model& model() const { return *model_; }
+  /// This rank's attention replica and the number of replicas.
+  int dp_rank() const { return dp_rank_; }
+  int dp_size() const { return dp_size_; }
 
  private:
+  struct SampleItem {
+    uint64_t sequence_id = 0;
+    int dp_rank = 0;
+    int row = -1;  // row of this rank's logits (-1: another replica's item)
+    SamplingParams params;
+  };
+  // Reduces the sample items' logits to candidates, gathers them on rank 0 and merges them there.
+  std::vector<SampledCandidates> gather_candidates(const std::vector<SampleItem>& items, const ForwardOutput& out,
+                                                   const CandidateCheck& check);
+
   Model* model_;
+  parallel::Communicator* world_ = nullptr;  // null: single process
+  std::vector<int> replica_ranks_;           // world ranks of replica d's tp ranks: [d * tp + t]
+  int dp_rank_ = 0, dp_size_ = 1, tp_size_ = 1;
   std::unordered_map<uint64_t, SequenceState> states_;
+  StatePool* state_pool_ = nullptr;
 };
 
 }  // namespace dsv4

@@ -157,8 +157,16 @@ GenerationStep GenerationStream::step(std::span<const float> logits) {
   DSV4_CHECK(!finished()) << "GenerationStream::step after the stream finished";
   DSV4_CHECK(static_cast<int64_t>(logits.size()) == vocab_size_)
       << "logits have " << logits.size() << " entries, vocabulary is " << vocab_size_;
+  return process(sampler_.sample(logits));
+}
+
+GenerationStep GenerationStream::step(const MergedCandidates& candidates) {
+  DSV4_CHECK(!finished()) << "GenerationStream::step after the stream finished";
+  return process(sampler_.sample(candidates));
+}
+
+GenerationStep GenerationStream::process(SampleResult r) {
   GenerationStep step;
-  SampleResult r = sampler_.sample(logits);
   step.token = r.token;
   step.logprob = r.logprob;
   step.top_logprobs = std::move(r.top_logprobs);

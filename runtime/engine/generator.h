@@ -84,6 +84,13 @@ class GenerationStream {
   /// Samples the next token from the full-vocabulary logits of the sequence's last position and processes it.
   /// Must not be called after finished().
   GenerationStep step(std::span<const float> logits);
+  /// The same from candidates merged from the vocabulary shards (the distributed engine's path; the merged set
+  /// must suffice for this stream's sampling parameters, see candidates_suffice()).
+  GenerationStep step(const MergedCandidates& candidates);
+  /// Whether `candidates` decide this stream's next sample exactly (Sampler::suffices; see CandidateCheck).
+  bool candidates_suffice(const MergedCandidates& candidates, int32_t count_per_shard, bool all_in) const {
+    return sampler_.suffices(candidates, count_per_shard, all_in);
+  }
   /// Ends the stream from outside (abort / cancellation): flushes held-back text into the returned step.
   GenerationStep abort();
 
@@ -107,6 +114,8 @@ class GenerationStream {
   // Applies stop strings to new detokenized text; returns true when a stop string was found.
   bool push_text(std::string_view text, GenerationStep& step);
   void finish(FinishReason reason, GenerationStep& step, bool cut_by_stop_string = false);
+  // Stop checks, detokenization and parsing of one sampled token.
+  GenerationStep process(SampleResult sampled);
 
   const BpeTokenizer* tokenizer_;
   GenerationOptions options_;

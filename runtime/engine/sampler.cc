@@ -136,7 +136,9 @@ SampleResult sample_candidates(const MergedCandidates& merged, const SamplingPar
   size_t chosen = 0;
   if (params.temperature > 0.0f && kept > 1) {
     const std::vector<double> p = candidate_probs(merged, params.temperature);
-    const double total = std::accumulate(p.begin(), p.begin() + kept, 0.0);
+    // Untruncated: the probabilities are normalised by the exact global log-sum-exp, so the total is 1 and the
+    // draw does not depend on how many candidates are present (the sharded engine sends only a prefix).
+    const double total = is_untruncated(params) ? 1.0 : std::accumulate(p.begin(), p.begin() + kept, 0.0);
     const double u = rng.next_uniform() * total;
     double cumulative = 0.0;
     chosen = kept - 1;  // rounding can leave u just above the last cumulative sum
@@ -166,24 +168,52 @@ bool Sampler::is_stop(int32_t token) const {
   return std::find(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), token) != params_.stop_token_ids.end();
 }
 
+bool is_untruncated(const SamplingParams& params) {
+  return params.top_k == 0 && params.top_p >= 1.0f && params.min_p == 0.0f;
+}
+
+int32_t shard_candidate_count(const SamplingParams& params) {
+  return std::max<int32_t>({params.top_k, params.top_logprobs, kMinShardCandidates});
+}
+
+bool candidates_suffice(const MergedCandidates& merged, const SamplingParams& params, int32_t count_per_shard,
+                        bool all_in) {
+  const bool top_k_inside = params.top_k > 0 && params.top_k <= count_per_shard;
+  return all_in || top_k_inside || params.temperature == 0.0f ||
+         kept_prefix_length(merged, params) < merged.top.size();
+}
+
 SampleResult Sampler::sample(std::span<const float> logits) {
   DSV4_CHECK_ARG(!logits.empty()) << "sampling: empty logits";
   const auto vocab = static_cast<int32_t>(logits.size());
   // Start with few candidates and widen until the kept set provably ends inside them (or all are in):
   // sorting the whole vocabulary is only needed for untruncated sampling.
-  int32_t count = std::max<int32_t>({params_.top_k, params_.top_logprobs, 256});
+  int32_t count = shard_candidate_count(params_);
   for (;;) {
     count = std::min(count, vocab);
     const ShardCandidates shard = shard_candidates(logits, 0, params_.temperature, count);
     const MergedCandidates merged = merge_shard_candidates(std::span<const ShardCandidates>(&shard, 1), params_.temperature);
     const bool all_in = merged.top.size() < static_cast<size_t>(count) || count == vocab;
-    const bool top_k_inside = params_.top_k > 0 && params_.top_k <= count;
-    if (all_in || top_k_inside || params_.temperature == 0.0f ||
-        kept_prefix_length(merged, params_) < merged.top.size()) {
-      return sample_candidates(merged, params_, rng_);
-    }
+    if (suffices(merged, count, all_in)) return sample_candidates(merged, params_, rng_);
     count = count > vocab / 8 ? vocab : count * 8;
   }
+}
+
+SampleResult Sampler::sample(const MergedCandidates& merged) { return sample_candidates(merged, params_, rng_); }
+
+bool Sampler::suffices(const MergedCandidates& merged, int32_t count_per_shard, bool all_in) const {
+  if (candidates_suffice(merged, params_, count_per_shard, all_in)) return true;
+  if (!is_untruncated(params_) || merged.top.size() < 2) return false;
+  // The draw sample_candidates() will make (a copy of the stream, so nothing is consumed): it picks the first
+  // candidate whose cumulative probability exceeds u, which is inside the candidates when u < their mass.
+  SamplerRng peek = rng_;
+  const double u = peek.next_uniform();
+  double cumulative = 0.0;
+  for (double p : candidate_probs(merged, params_.temperature)) {
+    cumulative += p;
+    if (u < cumulative) return true;
+  }
+  return false;
 }
 
 }  // namespace dsv4

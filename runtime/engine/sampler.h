@@ -105,13 +105,36 @@ SampleResult sample_candidates(const MergedCandidates& merged, const SamplingPar
 /// How many of merged.top (best first) survive top-k, top-p and min-p; exposed for tests.
 size_t kept_prefix_length(const MergedCandidates& merged, const SamplingParams& params);
 
-/// Per-request sampler over full (unsharded) logits.
+inline constexpr int32_t kMinShardCandidates = 256;
+/// How many candidates each vocabulary shard should report first for `params`: enough for top-k and the top
+/// logprobs, and at least kMinShardCandidates.
+int32_t shard_candidate_count(const SamplingParams& params);
+
+/// Whether `merged` (from shards that each reported up to `count_per_shard` candidates) decides the sample
+/// exactly as the whole vocabulary would, whatever the random draw: greedy, top-k within the count, every shard
+/// exhausted (`all_in`), or a kept set that ends inside the candidates. Otherwise the shards must report more
+/// (e.g. x8) and merge again, unless the draw itself lands inside (Sampler::suffices).
+bool candidates_suffice(const MergedCandidates& merged, const SamplingParams& params, int32_t count_per_shard,
+                        bool all_in);
+
+/// True when no filter truncates the distribution (top_k 0, top_p 1, min_p 0): the draw is then made against
+/// the exact total probability 1, so a prefix of the candidates decides any draw that lands inside it.
+bool is_untruncated(const SamplingParams& params);
+
+/// Per-request sampler over full (unsharded) logits, or over candidates merged from vocabulary shards.
 class Sampler {
  public:
   /// Validates `params`.
   explicit Sampler(SamplingParams params);
   /// Samples the next token from the logits of the whole vocabulary.
   SampleResult sample(std::span<const float> logits);
+  /// Samples the next token from candidates merged from the shards (the caller made them suffice:
+  /// suffices()). Draws from the same random stream as sample(logits).
+  SampleResult sample(const MergedCandidates& merged);
+  /// Whether sample(merged) gives the token the whole vocabulary would: candidates_suffice(), or, for untruncated
+  /// sampling, the next draw (peeked, not consumed) lands inside the candidates' probability mass. So the
+  /// default request (temperature 1, no filter) needs only the few most likely tokens of each shard.
+  bool suffices(const MergedCandidates& merged, int32_t count_per_shard, bool all_in) const;
   const SamplingParams& params() const { return params_; }
   bool is_stop(int32_t token) const;
 

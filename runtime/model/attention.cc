@@ -1,6 +1,11 @@
 // Attention sublayer (spec §3.4): low-rank query with per-head norm, the shared K = V head, the raw window
 // (a ring of `sliding_window` rows, the current token included), compressed rows (all of them for HCA,
 // the indexer's top-k for CSA), sink softmax, inverse RoPE and the grouped output projection.
+//
+// Tensor parallelism: this rank computes its heads [head_begin, +num_heads) and output groups only; the
+// single KV head, the compressors and the indexer run on every TP rank (the sequence state stays whole on
+// each). wo_b holds the columns of the rank's groups, so y is a partial sum reduced over the TP group, or,
+// in deterministic mode, one partial per output group gathered and added in group order on every rank.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -36,7 +41,8 @@ void run_compressor(Ctx& ctx, const CompressorWeights& cw, const Batch& b, int64
 void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_t ratio, const Batch& b,
                        const float* x, float* y) {
   const ModelConfig& cfg = ctx.cfg;
-  const int64_t D = cfg.hidden_size, H = cfg.num_heads, d = cfg.head_dim, r = cfg.rope_dim, nope = d - r;
+  // H: this rank's heads (all of them without TP); their q rows and sink entries are the shard's.
+  const int64_t D = cfg.hidden_size, H = ctx.shard.num_heads, d = cfg.head_dim, r = cfg.rope_dim, nope = d - r;
   const int64_t qr = cfg.q_lora_rank, W = cfg.sliding_window, T = b.rows;
   const std::vector<float> inv = rope_inv_freq(cfg, ratio);
   const int64_t* pos = b.positions.data();
@@ -91,8 +97,23 @@ void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_
     }
     std::copy_n(kv.data() + seg.row * d, seg.count * d, ext.data() + n_prev * d);
     const int64_t n_raw = n_prev + seg.count;
+    if (ratio != 0 && cp_active(ctx)) {  // context parallelism: compressed rows are sharded over ctx.par.cp
+      const CpAttentionInputs in{q.data() + seg.row * H * d,
+                                 H,
+                                 ratio == 4 ? q_index.data() + seg.row * nh * hd : nullptr,
+                                 ratio == 4 ? beta.data() + seg.row * nh : nullptr,
+                                 ext.data(),
+                                 n_raw,
+                                 base,
+                                 scale};
+      cp_segment_attention(ctx, w, ls, ratio, seg, in, o.data() + seg.row * H * d);
+      for (int64_t i = std::max<int64_t>(0, seg.count - W); i < seg.count; ++i) {
+        std::copy_n(kv.data() + (seg.row + i) * d, d, ls.ring.data() + ((seg.start + i) % W) * d);
+      }
+      continue;
+    }
 
-    const int64_t n_rows = ratio == 0 ? 0 : ls.main.num_rows;
+    const int64_t n_rows = ratio == 0 ? 0 : ls.main.num_rows();
     int64_t n_comp_idx = ratio == 0 ? 0 : (ratio == 4 ? std::min<int64_t>(cfg.index_topk, n_rows) : n_rows);
     std::vector<int32_t> selected;
     if (ratio == 4) {
@@ -124,7 +145,8 @@ void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_
     ap.dim = d;
     ap.kv_raw = ext.data();
     ap.n_raw = n_raw;
-    ap.kv_comp = ratio == 0 ? nullptr : ls.main.rows.data();
+    ap.comp_pages = ratio == 0 ? nullptr : ls.main.rows.pages();
+    ap.comp_rows_per_page = ratio == 0 ? 1 : ls.main.rows.rows_per_page();
     ap.n_comp = n_rows;
     ap.indices = idx.data();
     ap.max_indices = max_idx;
@@ -141,13 +163,28 @@ void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_
 
   // Grouped output projection: z_g = W_oa[g] o_g, then y = W_ob z. The reference runs wo_a as a bf16
   // einsum (no activation quantisation), so it always goes through the plain path.
-  const int64_t G = cfg.o_groups, Ro = cfg.o_lora_rank, hpg = H / G;
+  const int64_t G = ctx.shard.num_groups, Ro = cfg.o_lora_rank, hpg = cfg.num_heads / cfg.o_groups;
   std::vector<float> z(T * G * Ro);
-  Ctx plain{ctx.cfg, ctx.be, Numerics::kPlain};
+  Ctx plain = ctx.with(Numerics::kPlain);
   for (int64_t g = 0; g < G; ++g) {
     linear(plain, w.wo_a, o.data() + g * hpg * d, T, H * d, z.data() + g * Ro, G * Ro, g * Ro, Ro);
   }
-  linear(ctx, w.wo_b, z.data(), T, G * Ro, y, D);
+  if (!ctx.deterministic()) {
+    linear(ctx, w.wo_b, z.data(), T, G * Ro, y, D);
+    tp_sum(ctx, y, T * D);
+    return;
+  }
+  // One partial per output group, in group order: the same additions whatever the TP split.
+  std::vector<float> part(G * T * D), all(cfg.o_groups * T * D);
+  for (int64_t g = 0; g < G; ++g) {
+    linear(ctx, kernels::column_slice(w.wo_b, g * Ro, Ro), z.data() + g * Ro, T, G * Ro, part.data() + g * T * D, D);
+  }
+  tp_gather(ctx, part.data(), all.data(), G * T * D);
+  std::copy_n(all.data(), T * D, y);
+  for (int64_t g = 1; g < cfg.o_groups; ++g) {
+    const float* p = all.data() + g * T * D;
+    for (int64_t i = 0; i < T * D; ++i) y[i] += p[i];
+  }
 }
 
 }  // namespace dsv4::model_detail

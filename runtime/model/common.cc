@@ -1,6 +1,7 @@
-// Shared helpers of the forward pass: emulated linears, norms, RoPE frequency tables.
+// Shared helpers of the forward pass: emulated linears, norms, RoPE frequency tables, TP collectives.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numbers>
 #include <vector>
 
@@ -9,8 +10,25 @@
 
 namespace dsv4::model_detail {
 
+void tp_sum(Ctx& ctx, float* buf, int64_t count) {
+  parallel::Communicator& tp = *ctx.par.tp;
+  if (tp.size() == 1 || count == 0) return;
+  tp.all_reduce(buf, buf, static_cast<size_t>(count), DType::kF32, parallel::ReduceOp::kSum, parallel::kDefaultStream);
+}
+
+void tp_gather(Ctx& ctx, const float* send, float* recv, int64_t count) {
+  parallel::Communicator& tp = *ctx.par.tp;
+  if (tp.size() == 1) {
+    if (count > 0) std::memcpy(recv, send, sizeof(float) * static_cast<size_t>(count));
+    return;
+  }
+  if (count == 0) return;
+  tp.all_gather(send, recv, static_cast<size_t>(count), DType::kF32, parallel::kDefaultStream);
+}
+
 void linear(Ctx& ctx, const kernels::WeightRef& w, const float* x, int64_t m, int64_t x_stride, float* y,
             int64_t y_stride, int64_t row0, int64_t rows, bool accumulate) {
+  if (m == 0) return;
   kernels::LinearParams p;
   p.w = w;
   p.m = m;

@@ -8,6 +8,19 @@
 #include "runtime/model/layers.h"
 
 namespace dsv4::model_detail {
+namespace {
+
+// Ratio 4 (c = 2): the finished window's A-halves become the next window's "previous" slots.
+void shift_to_previous(CompressorState& st) {
+  if (st.overlap != 2) return;
+  const int64_t m = st.ratio, h = st.dim, width = st.overlap * h;
+  for (int64_t k = 0; k < m; ++k) {
+    std::copy_n(st.cur_kv.data() + k * width, h, st.prev_kv.data() + k * h);
+    std::copy_n(st.cur_score.data() + k * width, h, st.prev_score.data() + k * h);
+  }
+}
+
+}  // namespace
 
 void compressor_append(Ctx& ctx, const CompressorWeights& w, CompressorState& st, const float* a, const float* s,
                        int64_t start, int64_t count, const std::vector<float>& inv_freq, bool indexer_rows) {
@@ -22,6 +35,10 @@ void compressor_append(Ctx& ctx, const CompressorWeights& w, CompressorState& st
     for (int64_t j = 0; j < width; ++j) sc[j] = s[i * width + j] + ape[slot * width + j];
     if ((p + 1) % m != 0) continue;
 
+    if (!st.owns_row(p / m)) {  // context parallelism: another CP rank pools and keeps row p / m
+      shift_to_previous(st);
+      continue;
+    }
     // Window w = p / m is complete: pool it.
     kv_ptr.clear();
     score_ptr.clear();
@@ -40,8 +57,7 @@ void compressor_append(Ctx& ctx, const CompressorWeights& w, CompressorState& st
         score_ptr.push_back(st.cur_score.data() + k * width);
       }
     }
-    st.rows.resize(static_cast<size_t>((st.num_rows + 1) * h));
-    float* row = st.rows.data() + st.num_rows * h;
+    float* row = st.rows.append_row();  // a pool page row (reserved up front by Model::forward)
     ctx.be.compressor_pool({kv_ptr.data(), score_ptr.data(), static_cast<int64_t>(kv_ptr.size()), h, row});
     rms_norm(ctx, &w.norm, row, row, 1, h, h, h);
     const int64_t row_pos = (p / m) * m;  // RoPE at the window's first token
@@ -55,13 +71,7 @@ void compressor_append(Ctx& ctx, const CompressorWeights& w, CompressorState& st
         ctx.be.fp8_round_trip({row, 1, h - rope_dim, h, 64});
       }
     }
-    ++st.num_rows;
-    if (c == 2) {
-      for (int64_t k = 0; k < m; ++k) {
-        std::copy_n(st.cur_kv.data() + k * width, h, st.prev_kv.data() + k * h);
-        std::copy_n(st.cur_score.data() + k * width, h, st.prev_score.data() + k * h);
-      }
-    }
+    shift_to_previous(st);
   }
 }
 

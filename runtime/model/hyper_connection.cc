@@ -1,5 +1,6 @@
 // One transformer block on the mHC residual state (spec §3.2, §3.3, §3.8): for each sublayer, mix the
 // streams into its input (pre), run it, and spread its output back over the streams (post, comb^T).
+// The mixers are replicated: every TP rank computes them on the whole residual state.
 #include <vector>
 
 #include "runtime/model/layers.h"
@@ -48,6 +49,12 @@ void sublayer(Ctx& ctx, const LayerWeights& w, Sublayer which, int64_t slot, int
 
 void block_forward(Ctx& ctx, const LayerWeights& w, int64_t slot, int64_t ratio, bool hash, const Batch& b,
                    float* X) {
+  if (b.rows == 0) {
+    // An idle rank: no attention work (its TP peers are idle too), but its EP peers expect it in the
+    // MoE exchange.
+    moe_forward(ctx, w.moe, hash, b, nullptr, nullptr);
+    return;
+  }
   sublayer(ctx, w, Sublayer::kAttention, slot, ratio, hash, b, X);
   sublayer(ctx, w, Sublayer::kMoe, slot, ratio, hash, b, X);
 }
@@ -62,8 +69,8 @@ void head_forward(Ctx& ctx, const HcWeights& hc, const NormWeight& norm, const k
                   h.data()});
   rms_norm(ctx, &norm, h.data(), h.data(), rows, D, D, D);
   // The reference computes the head in fp32 from bf16 weights: never activation-quantised.
-  Ctx plain{ctx.cfg, ctx.be, Numerics::kPlain};
-  linear(plain, head, h.data(), rows, D, logits, cfg.vocab_size);
+  Ctx plain = ctx.with(Numerics::kPlain);
+  linear(plain, head, h.data(), rows, D, logits, head.out);
 }
 
 }  // namespace dsv4::model_detail

@@ -1,12 +1,17 @@
-// Internal to runtime/model: the pieces of the forward pass, called by model.cc and mtp.cc.
+// Internal to runtime/model: the pieces of the forward pass, called by model.cc.
 // A Batch is several sequences' chunks laid out as consecutive rows; GEMMs run over all rows at once,
 // while the attention window, compressors and indexer run per sequence.
+//
+// Every piece works on this rank's shard (Ctx::shard) and talks to its peers through Ctx::par: the same
+// code runs a single process (groups of size 1) and every layout (model_parallel.h has the design). A
+// batch of zero rows (an idle rank) skips all local work but still joins the EP exchange of every MoE.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "kernels/backend.h"
+#include "parallel/moe_dispatch.h"
 #include "runtime/config/model_config.h"
 #include "runtime/model/model.h"
 #include "runtime/model/state.h"
@@ -32,11 +37,26 @@ struct Ctx {
   const ModelConfig& cfg;
   kernels::KernelBackend& be;
   Numerics numerics;
+  const ModelParallel& par;             // this rank's groups (size 1 each in a single process)
+  const ModelShard& shard;              // what this rank holds
+  parallel::MoeDispatcher& dispatcher;  // over par.ep; rows are [hidden | routing weight] in F32
   bool reference() const { return numerics == Numerics::kReference; }
+  bool deterministic() const { return par.deterministic; }
+  /// The same context with other numerics (the plain-path projections of the reference).
+  Ctx with(Numerics n) const { return Ctx{cfg, be, n, par, shard, dispatcher}; }
 };
 
+/// Column width of one deterministic-mode chunk of the shared expert's w2 (model_parallel.h).
+inline constexpr int64_t kSharedChunk = 128;
+
+/// In-place sum over the TP group of `count` floats (rank order); nothing when the group has one rank or
+/// count is 0 (the whole group is then idle: every member has the same rows).
+void tp_sum(Ctx& ctx, float* buf, int64_t count);
+/// recv = every TP rank's `count` floats, in rank order (a copy when the group has one rank).
+void tp_gather(Ctx& ctx, const float* send, float* recv, int64_t count);
+
 /// y = x W^T over rows [row0, row0 + rows) of W (rows < 0: all). In reference mode an FP8 / FP4 weight
-/// first gets the activations' FP8 round trip per 128 (spec §6).
+/// first gets the activations' FP8 round trip per 128 (spec §6). Nothing for m == 0.
 void linear(Ctx& ctx, const kernels::WeightRef& w, const float* x, int64_t m, int64_t x_stride, float* y,
             int64_t y_stride, int64_t row0 = 0, int64_t rows = -1, bool accumulate = false);
 
@@ -54,24 +74,58 @@ void compressor_append(Ctx& ctx, const CompressorWeights& w, CompressorState& st
                        int64_t start, int64_t count, const std::vector<float>& inv_freq, bool indexer_rows);
 
 /// Selected compressed rows for CSA queries (spec §3.6). For each query row r of the segment, writes up to
-/// `topk` row ids to out[r * topk ...] (-1 padding).
+/// `topk` row ids to out[r * topk ...] (-1 padding), best first; out_scores (optional, same layout) gets
+/// their scores (+inf for rows taken because no more than topk are visible, -inf for padding). On a
+/// context-parallel shard (index_rows.cp_size > 1) the ids are LOCAL row indices and the selection is this
+/// rank's local top-k of its share of the visible rows (context_parallel_attention.cc merges them).
 void indexer_select(Ctx& ctx, const IndexerWeights& w, const CompressorState& index_rows, const float* q_index,
-                    const float* head_weights, int64_t start, int64_t count, int32_t* out);
+                    const float* head_weights, int64_t start, int64_t count, int32_t* out,
+                    float* out_scores = nullptr);
 
 /// Attention sublayer for layer slot `slot` (state.layers[slot]) with compress ratio `ratio`: x [rows, D]
-/// (already attn_norm'ed) -> y [rows, D].
+/// (already attn_norm'ed) -> y [rows, D]. This rank's heads and output groups; y is reduced over TP.
 void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_t ratio, const Batch& batch,
                        const float* x, float* y);
 
 /// MoE sublayer: x [rows, D] (ffn_norm'ed) -> y [rows, D]. Hash routing when `hash` (tid2eid by token).
+/// Collective over the EP group (dispatch + combine, also with zero rows) and, with rows, the TP group.
 void moe_forward(Ctx& ctx, const MoeWeights& w, bool hash, const Batch& batch, const float* x, float* y);
 
 /// One block (attention then MoE, each wrapped in mHC pre/post) on the residual state X [rows, n, D].
+/// With zero rows only the MoE exchanges run (an idle rank keeps its EP peers going).
 void block_forward(Ctx& ctx, const LayerWeights& w, int64_t slot, int64_t ratio, bool hash, const Batch& batch,
                    float* X);
 
-/// HC head, final norm and LM head: X [rows, n, D] -> logits [rows, V].
+/// HC head, final norm and LM head: X [rows, n, D] -> logits [rows, head.out] (this rank's vocabulary rows).
 void head_forward(Ctx& ctx, const HcWeights& hc, const NormWeight& norm, const kernels::WeightRef& head,
                   const float* X, int64_t rows, float* logits);
+
+// --- Context parallelism (context_parallel_attention.cc; design in parallel/context_parallel.h) ---
+
+/// True when ctx.par.cp splits each sequence over more than one rank.
+inline bool cp_active(const Ctx& ctx) { return ctx.par.cp != nullptr && ctx.par.cp->size() > 1; }
+
+/// One segment's attention inputs, as attention_forward has them.
+struct CpAttentionInputs {
+  const float* q = nullptr;             // [count, heads, head_dim], normed and rotated
+  int64_t heads = 0;                    // this rank's heads
+  const float* q_index = nullptr;       // [count, index heads, index dim] (ratio 4 only)
+  const float* head_weights = nullptr;  // [count, index heads] (ratio 4 only)
+  const float* raw = nullptr;           // [n_raw, head_dim]: ring history then this chunk's kv
+  int64_t n_raw = 0;
+  int64_t raw_base = 0;                 // absolute position of raw row 0
+  float scale = 1.0f;
+};
+
+/// Attention of one segment on a layer with compressed rows (ratio 4 or 128) whose rows are sharded over the
+/// CP group ctx.par.cp (CompressorState::cp_rank / cp_size): local partial softmax over this rank's visible
+/// or selected rows (CP rank 0 adds the raw window and the sink), the CSA selection as a distributed top-k,
+/// and a log-sum-exp merge in rank order. Collective over ctx.par.cp: every member passes the same
+/// segments in the same order. out: [count, heads, head_dim], identical on every CP rank.
+void cp_segment_attention(Ctx& ctx, const AttentionWeights& w, LayerState& ls, int64_t ratio, const Segment& seg,
+                          const CpAttentionInputs& in, float* out);
+
+/// Marks every compressor of `state` as rank `rank` of a CP group of `size` (before any row is emitted).
+void cp_shard_state(SequenceState& state, int rank, int size);
 
 }  // namespace dsv4::model_detail

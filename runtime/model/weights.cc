@@ -12,7 +12,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 class Binder {
  public:
-  Binder(const ModelConfig& config, const TensorLookup& lookup) : cfg_(config), lookup_(lookup) {}
+  Binder(const ModelConfig& config, const TensorLookup& lookup, const ModelShard& shard)
+      : cfg_(config), lookup_(lookup), shard_(shard) {}
 
   TensorView get(const std::string& name) const {
     auto t = lookup_(name);
@@ -130,6 +131,8 @@ class Binder {
 
   LayerWeights layer(const std::string& p, int64_t layer, bool is_mtp) const {
     const int64_t D = cfg_.hidden_size, H = cfg_.num_heads, d = cfg_.head_dim, n = cfg_.hc_mult;
+    // The shard's slices: heads (wq_b rows, sinks), output groups (wo_a rows, wo_b columns).
+    const int64_t Hs = shard_.num_heads, Gs = shard_.num_groups;
     LayerWeights L;
     L.attn_norm = norm(p + "attn_norm.weight", D);
     L.ffn_norm = norm(p + "ffn_norm.weight", D);
@@ -138,12 +141,12 @@ class Binder {
     AttentionWeights& A = L.attn;
     A.wq_a = linear(p + "attn.wq_a", cfg_.q_lora_rank, D);
     A.q_norm = norm(p + "attn.q_norm.weight", cfg_.q_lora_rank);
-    A.wq_b = linear(p + "attn.wq_b", H * d, cfg_.q_lora_rank);
+    A.wq_b = linear(p + "attn.wq_b", Hs * d, cfg_.q_lora_rank);
     A.wkv = linear(p + "attn.wkv", d, D);
     A.kv_norm = norm(p + "attn.kv_norm.weight", d);
-    A.wo_a = linear(p + "attn.wo_a", cfg_.o_groups * cfg_.o_lora_rank, (H / cfg_.o_groups) * d);
-    A.wo_b = linear(p + "attn.wo_b", D, cfg_.o_groups * cfg_.o_lora_rank);
-    A.sink = f32(p + "attn.attn_sink", Shape{H});
+    A.wo_a = linear(p + "attn.wo_a", Gs * cfg_.o_lora_rank, (H / cfg_.o_groups) * d);
+    A.wo_b = linear(p + "attn.wo_b", D, Gs * cfg_.o_lora_rank);
+    A.sink = f32(p + "attn.attn_sink", Shape{Hs});
     const int64_t ratio = is_mtp ? 0 : cfg_.compress_ratio(layer);
     if (ratio != 0) {
       A.compressor = compressor(p + "attn.compressor", ratio, d);
@@ -174,15 +177,16 @@ class Binder {
     }
     DSV4_CHECK_CODE(cfg_.num_shared_experts == 1, ErrorCode::kInvalidCheckpoint)
         << "config n_shared_experts = " << cfg_.num_shared_experts << "; only 1 is supported";
-    M.shared.w1 = linear(p + "ffn.shared_experts.w1", F, D);
-    M.shared.w3 = linear(p + "ffn.shared_experts.w3", F, D);
-    M.shared.w2 = linear(p + "ffn.shared_experts.w2", D, F);
-    M.experts.resize(E);
-    for (int64_t e = 0; e < E; ++e) {
-      const std::string ep = p + "ffn.experts." + std::to_string(e);
-      M.experts[e].w1 = linear(ep + ".w1", F, D, true);
-      M.experts[e].w3 = linear(ep + ".w3", F, D, true);
-      M.experts[e].w2 = linear(ep + ".w2", D, F, true);
+    const int64_t S = shard_.shared_width;
+    M.shared.w1 = linear(p + "ffn.shared_experts.w1", S, D);
+    M.shared.w3 = linear(p + "ffn.shared_experts.w3", S, D);
+    M.shared.w2 = linear(p + "ffn.shared_experts.w2", D, S);
+    M.experts.resize(shard_.num_experts);
+    for (int64_t i = 0; i < shard_.num_experts; ++i) {
+      const std::string ep = p + "ffn.experts." + std::to_string(shard_.first_expert + i);
+      M.experts[i].w1 = linear(ep + ".w1", F, D, true);
+      M.experts[i].w3 = linear(ep + ".w3", F, D, true);
+      M.experts[i].w2 = linear(ep + ".w2", D, F, true);
     }
     return L;
   }
@@ -190,13 +194,52 @@ class Binder {
  private:
   const ModelConfig& cfg_;
   const TensorLookup& lookup_;
+  const ModelShard& shard_;
 };
+
+// The shard must lie inside the model: a binder trusting it would index past the tensors' names.
+void check_shard(const ModelConfig& config, const ModelShard& s) {
+  const int64_t F = shared_expert_width(config);
+  const bool ok = s.tp_size >= 1 && s.tp_rank >= 0 && s.tp_rank < s.tp_size && s.ep_size >= 1 && s.ep_rank >= 0 &&
+                  s.ep_rank < s.ep_size && s.vocab_begin >= 0 && s.vocab_begin <= s.vocab_end &&
+                  s.vocab_end <= config.vocab_size && s.head_begin >= 0 && s.num_heads >= 1 &&
+                  s.head_begin + s.num_heads <= config.num_heads && s.group_begin >= 0 && s.num_groups >= 1 &&
+                  s.group_begin + s.num_groups <= config.o_groups && s.shared_begin >= 0 && s.shared_width >= 0 &&
+                  s.shared_begin + s.shared_width <= F && s.first_expert >= 0 && s.num_experts >= 0 &&
+                  s.first_expert + s.num_experts <= config.num_routed_experts;
+  DSV4_CHECK_ARG(ok) << "model shard (tp " << s.tp_rank << "/" << s.tp_size << ", ep " << s.ep_rank << "/" << s.ep_size
+                     << ", vocab [" << s.vocab_begin << ", " << s.vocab_end << "), heads " << s.head_begin << "+"
+                     << s.num_heads << ", groups " << s.group_begin << "+" << s.num_groups << ", shared "
+                     << s.shared_begin << "+" << s.shared_width << ", experts " << s.first_expert << "+"
+                     << s.num_experts << ") lies outside the model (vocab " << config.vocab_size << ", heads "
+                     << config.num_heads << ", groups " << config.o_groups << ", shared width " << F << ", experts "
+                     << config.num_routed_experts << ")";
+}
 
 }  // namespace
 
+ModelShard ModelShard::whole(const ModelConfig& config) {
+  ModelShard s;
+  s.vocab_end = config.vocab_size;
+  s.num_heads = config.num_heads;
+  s.num_groups = config.o_groups;
+  s.shared_width = shared_expert_width(config);
+  s.num_experts = config.num_routed_experts;
+  return s;
+}
+
+int64_t shared_expert_width(const ModelConfig& config) {
+  return config.num_shared_experts * config.moe_intermediate_size;
+}
+
 ModelWeights bind_weights(const ModelConfig& config, const TensorLookup& lookup) {
-  Binder b(config, lookup);
-  const int64_t D = config.hidden_size, V = config.vocab_size, n = config.hc_mult;
+  return bind_weights(config, lookup, ModelShard::whole(config));
+}
+
+ModelWeights bind_weights(const ModelConfig& config, const TensorLookup& lookup, const ModelShard& shard) {
+  check_shard(config, shard);
+  Binder b(config, lookup, shard);
+  const int64_t D = config.hidden_size, n = config.hc_mult;
   DSV4_CHECK_CODE(config.num_heads % config.o_groups == 0 && config.rope_dim % 2 == 0 &&
                       config.rope_dim <= config.head_dim && config.num_layers > 0,
                   ErrorCode::kInvalidCheckpoint)
@@ -207,11 +250,13 @@ ModelWeights bind_weights(const ModelConfig& config, const TensorLookup& lookup)
       << "config: compress_ratios has " << config.compress_ratios.size() << " entries for " << config.num_layers
       << " layers";
   ModelWeights w;
+  w.shard = shard;
+  const int64_t Vs = shard.vocab_rows();
   w.embed = b.get("embed.weight");
-  b.expect_shape("embed.weight", w.embed, Shape{V, D});
+  b.expect_shape("embed.weight", w.embed, Shape{Vs, D});
   DSV4_CHECK_CODE(w.embed.dtype == DType::kBF16 || w.embed.dtype == DType::kF32, ErrorCode::kInvalidCheckpoint)
       << "tensor embed.weight has dtype " << dtype_name(w.embed.dtype) << "; expected BF16 or F32";
-  w.head = b.linear("head", V, D);
+  w.head = b.linear("head", Vs, D);
   w.norm = b.norm("norm.weight", D);
   w.hc_head = b.hc("hc_head", n, 1);
   w.layers.reserve(config.num_layers);

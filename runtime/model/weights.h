@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -72,8 +73,8 @@ struct MoeWeights {
   kernels::WeightRef gate;        // [E, D]
   F32Param bias;                  // [E] (empty on hash layers)
   const int64_t* tid2eid = nullptr;  // [vocab, k] on hash layers
-  ExpertWeights shared;
-  std::vector<ExpertWeights> experts;
+  ExpertWeights shared;                 // w1, w3 [shared_width, D]; w2 [D, shared_width]
+  std::vector<ExpertWeights> experts;   // the held experts only: experts[i] is expert shard.first_expert + i
 };
 
 struct LayerWeights {
@@ -90,18 +91,52 @@ struct MtpWeights {
   LayerWeights block;
 };
 
+/// Which part of the model one rank holds (spec-independent arithmetic lives in parallel::Mesh; this is its
+/// answer for one rank). The whole model is ModelShard::whole(config). Tensor-parallel slices are contiguous
+/// blocks in tp-rank order; experts are contiguous blocks in ep-rank order.
+struct ModelShard {
+  int tp_rank = 0, tp_size = 1;
+  int ep_rank = 0, ep_size = 1;
+  int64_t vocab_begin = 0, vocab_end = 0;      // rows of embed and head held: [begin, end) (ceil-sized shards)
+  int64_t head_begin = 0, num_heads = 0;       // attention heads held: wq_b rows, sink entries, o columns
+  int64_t group_begin = 0, num_groups = 0;     // output groups held: wo_a rows [g*Ro...], wo_b columns
+  int64_t shared_begin = 0, shared_width = 0;  // shared-expert intermediate columns held (w1/w3 rows, w2 columns)
+  int64_t first_expert = 0, num_experts = 0;   // routed experts held (MoeWeights::experts[i] is expert first+i)
+
+  static ModelShard whole(const ModelConfig& config);
+  bool is_whole() const { return tp_size == 1 && ep_size == 1; }
+  int64_t vocab_rows() const { return vocab_end - vocab_begin; }
+};
+
 struct ModelWeights {
-  TensorView embed;  // BF16 (or F32) [V, D]
+  /// What this rank holds; every view below has the shard's shape (e.g. wq_b is [num_heads * head_dim,
+  /// q_lora], wo_b is [D, num_groups * o_lora], embed and head are [vocab_rows, D]).
+  ModelShard shard;
+  TensorView embed;  // BF16 (or F32) [vocab_rows, D]
   kernels::WeightRef head;
   NormWeight norm;
   HcWeights hc_head;
   std::vector<LayerWeights> layers;
   std::vector<MtpWeights> mtp;  // empty when the checkpoint carries no mtp.* tensors
+  /// Memory the views above point into when they do not point into the mapped checkpoint (a sharded load
+  /// copies the owned bytes into buffers of its own); null for zero-copy binding.
+  std::shared_ptr<const void> storage;
 };
 
 /// Binds every tensor of `config` through `lookup`. Throws Error(kInvalidCheckpoint) naming the tensor on a
 /// missing tensor, a wrong dtype or a shape that does not match the config. MTP is bound when the config
 /// has MTP layers and `mtp.0.e_proj.weight` exists.
 ModelWeights bind_weights(const ModelConfig& config, const TensorLookup& lookup);
+
+/// Binds one rank's shard: `lookup` returns the shard's tensors with the shard's shapes (wq_b
+/// [num_heads * head_dim, q_lora], attn_sink [num_heads], wo_a [num_groups * o_lora, (H / o_groups) * head_dim],
+/// wo_b [D, num_groups * o_lora], shared w1/w3 [shared_width, D], w2 [D, shared_width], embed / head
+/// [vocab_rows, D], experts first_expert .. first_expert + num_experts - 1 under their global names; scales
+/// of split FP8 weights are the matching slices of the scale grids). Same errors as above; Error(kInvalidArgument)
+/// when the shard lies outside the model.
+ModelWeights bind_weights(const ModelConfig& config, const TensorLookup& lookup, const ModelShard& shard);
+
+/// Width of the shared experts' intermediate layer (num_shared_experts * moe_intermediate_size).
+int64_t shared_expert_width(const ModelConfig& config);
 
 }  // namespace dsv4

@@ -142,6 +142,28 @@ grpc::ServerUnaryReactor* finish_unary(grpc::CallbackServerContext* context, grp
 
 grpc::Status unavailable_while_loading() { return {grpc::StatusCode::UNAVAILABLE, "the model is still loading"}; }
 
+// Parses a raw request. proto3 refuses a `string` field holding invalid UTF-8 without saying which, and a
+// generated handler would answer a bare UNIMPLEMENTED; the raw methods answer INVALID_ARGUMENT naming the field
+// and the byte offset instead (describe_parse_failure).
+template <typename Message>
+grpc::Status parse_request(const grpc::ByteBuffer& raw, Message* out) {
+  std::vector<grpc::Slice> slices;
+  if (!raw.Dump(&slices).ok()) return {grpc::StatusCode::INTERNAL, "cannot read the request bytes"};
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  if (out->ParseFromString(bytes)) return grpc::Status::OK;
+  return {grpc::StatusCode::INVALID_ARGUMENT, describe_parse_failure(*Message::descriptor(), bytes)};
+}
+
+grpc::ServerUnaryReactor* finish_raw_unary(grpc::CallbackServerContext* context, grpc::Status status,
+                                           const google::protobuf::Message& response, grpc::ByteBuffer* out) {
+  if (status.ok()) {
+    bool own = false;
+    status = grpc::SerializationTraits<google::protobuf::Message>::Serialize(response, out, &own);
+  }
+  return finish_unary(context, std::move(status));
+}
+
 }  // namespace
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Generate(grpc::CallbackServerContext* context,
@@ -160,12 +182,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Generate(grpc::Cal
   if (!server_->ready.load()) return refuse(unavailable_while_loading());
   if (server_->draining.load()) return refuse({grpc::StatusCode::UNAVAILABLE, "the server is draining"});
   v1::GenerateRequest parsed;
-  grpc::ByteBuffer copy(*request_bytes);
-  if (!grpc::SerializationTraits<v1::GenerateRequest>::Deserialize(&copy, &parsed).ok()) {
-    return refuse({grpc::StatusCode::INVALID_ARGUMENT,
-                   "the request is not a valid dsv4.v1.GenerateRequest: malformed protobuf, or a string field "
-                   "(message content, stop string, tool schema, ...) that is not valid UTF-8"});
-  }
+  if (grpc::Status st = parse_request(*request_bytes, &parsed); !st.ok()) return refuse(st);
   const v1::GenerateRequest* request = &parsed;
   try {
     state->request = validate_generate_request(*request, server_->loaded->model->config(),
@@ -202,30 +219,39 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Generate(grpc::Cal
 }
 
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
-                                                     const v1::TokenizeRequest* request,
-                                                     v1::TokenizeResponse* response) {
-  if (grpc::Status auth = server_->check_auth(context); !auth.ok()) return finish_unary(context, auth);
-  if (!server_->ready.load()) return finish_unary(context, unavailable_while_loading());
+                                                     const grpc::ByteBuffer* request_bytes,
+                                                     grpc::ByteBuffer* response_bytes) {
+  v1::TokenizeResponse response;
+  auto done = [&](grpc::Status status) {
+    return finish_raw_unary(context, std::move(status), response, response_bytes);
+  };
+  if (grpc::Status auth = server_->check_auth(context); !auth.ok()) return done(auth);
+  if (!server_->ready.load()) return done(unavailable_while_loading());
+  v1::TokenizeRequest request;
+  if (grpc::Status st = parse_request(*request_bytes, &request); !st.ok()) return done(st);
   const BpeTokenizer* tok = server_->loaded->tokenizer_or_null();
-  if (tok == nullptr) return finish_unary(context, {grpc::StatusCode::FAILED_PRECONDITION, "this server has no tokenizer"});
+  if (tok == nullptr) return done({grpc::StatusCode::FAILED_PRECONDITION, "this server has no tokenizer"});
   try {
     std::vector<int32_t> ids;
-    if (request->input_case() == v1::TokenizeRequest::kText) {
-      DSV4_CHECK_ARG(utf8_is_valid(request->text())) << "text is not valid UTF-8";
-      ids = tok->encode(request->text());
-    } else if (request->input_case() == v1::TokenizeRequest::kChat) {
-      const ThinkingMode mode = request->chat().thinking() == v1::THINKING_NONE ? ThinkingMode::kNone
-                                : request->chat().thinking() == v1::THINKING_MAX ? ThinkingMode::kMax
-                                                                                 : ThinkingMode::kHigh;
-      ids = encode_chat_prompt(*tok, chat_from_proto(request->chat()), mode);
+    if (request.input_case() == v1::TokenizeRequest::kText) {
+      ids = tok->encode(request.text());
+    } else if (request.input_case() == v1::TokenizeRequest::kChat) {
+      ThinkingMode mode = ThinkingMode::kNone;
+      switch (request.chat().thinking()) {
+        case v1::THINKING_NONE: mode = ThinkingMode::kNone; break;
+        case v1::THINKING_HIGH: mode = ThinkingMode::kHigh; break;
+        case v1::THINKING_MAX: mode = ThinkingMode::kMax; break;
+        default: DSV4_THROW(kInvalidArgument) << "chat.thinking: unknown mode " << request.chat().thinking();
+      }
+      ids = encode_chat_prompt(*tok, chat_from_proto(request.chat()), mode);
     } else {
       DSV4_THROW(kInvalidArgument) << "the request has no input (text or chat)";
     }
-    response->mutable_token_ids()->Add(ids.begin(), ids.end());
+    response.mutable_token_ids()->Add(ids.begin(), ids.end());
   } catch (const std::exception& e) {
-    return finish_unary(context, {grpc_code_for(e), e.what()});
+    return done({grpc_code_for(e), e.what()});
   }
-  return finish_unary(context, grpc::Status::OK);
+  return done(grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* context,

@@ -36,6 +36,10 @@ class ServerMetrics {
   void add_generated_tokens(int64_t n);
   void observe_ttft(double seconds);
   void observe_inter_token(double seconds);
+  /// One serving step of rank 0: `model_seconds` inside the model (Engine::step and the wait for the other ranks
+  /// to finish theirs), `overhead_seconds` outside it (scheduling, plan build and broadcast, sampling,
+  /// detokenizing and streaming the results, the gauges).
+  void observe_step(double model_seconds, double overhead_seconds);
   /// Gauges, set by the serving loop each step.
   void set_queue(int64_t queued, int64_t running, int64_t state_bytes_reserved, int64_t state_bytes_used,
                  int64_t engine_sequences);
@@ -47,7 +51,7 @@ class ServerMetrics {
   std::map<std::string, uint64_t> requests_;
   uint64_t prompt_tokens_ = 0, generated_tokens_ = 0;
   int64_t queued_ = 0, running_ = 0, reserved_ = 0, used_ = 0, engine_sequences_ = 0;
-  Histogram ttft_, inter_token_;
+  Histogram ttft_, inter_token_, step_model_, step_overhead_;
 };
 
 /// Serves GET /metrics (anything else: 404) on `host:port` from one thread. Port 0 picks a free port.

@@ -1,6 +1,12 @@
 #include "runtime/serve/request_validation.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
+#include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "runtime/core/error.h"
 
@@ -9,8 +15,54 @@ namespace {
 
 using ojson = nlohmann::ordered_json;
 
+// "byte 3 (0xc3) does not start a complete sequence": where and what, for a client that must fix its encoder.
+std::string describe_utf8_error(std::string_view text, size_t offset) {
+  char hex[8];
+  std::snprintf(hex, sizeof(hex), "0x%02x", static_cast<unsigned>(static_cast<uint8_t>(text[offset])));
+  return "byte " + std::to_string(offset) + " (" + hex + ") does not start a complete sequence";
+}
+
 void check_utf8(const std::string& text, const std::string& field) {
-  DSV4_CHECK_ARG(utf8_is_valid(text)) << field << " is not valid UTF-8";
+  const size_t bad = utf8_invalid_offset(text);
+  DSV4_CHECK_ARG(bad == std::string_view::npos) << field << " is not valid UTF-8: " << describe_utf8_error(text, bad);
+}
+
+namespace pb = google::protobuf;
+using pb::internal::WireFormatLite;
+
+// The first string field of `type` (at any depth) in `wire` that is not valid UTF-8, described with its path and
+// byte offset; nullopt when there is none or when the bytes stop being parseable (the caller then reports
+// malformed protobuf).
+std::optional<std::string> first_invalid_string(const pb::Descriptor& type, std::string_view wire,
+                                                const std::string& prefix, int depth) {
+  if (depth > 32) return std::nullopt;  // deeper than any message of ours: malformed or hostile
+  pb::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(wire.data()), static_cast<int>(wire.size()));
+  std::map<int, int> seen;  // field number -> occurrences so far (the index of a repeated element)
+  while (true) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return std::nullopt;
+    const int number = static_cast<int>(WireFormatLite::GetTagFieldNumber(tag));
+    const pb::FieldDescriptor* field = type.FindFieldByNumber(number);
+    const bool delimited = WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+    const bool text = field != nullptr && field->type() == pb::FieldDescriptor::TYPE_STRING;
+    const bool nested = field != nullptr && field->type() == pb::FieldDescriptor::TYPE_MESSAGE;
+    if (!delimited || (!text && !nested)) {
+      if (!WireFormatLite::SkipField(&in, tag)) return std::nullopt;
+      continue;
+    }
+    uint32_t size = 0;
+    std::string payload;
+    if (!in.ReadVarint32(&size) || !in.ReadString(&payload, static_cast<int>(size))) return std::nullopt;
+    const int index = seen[number]++;
+    std::string path = prefix + field->name();
+    if (field->is_repeated()) path += "[" + std::to_string(index) + "]";
+    if (text) {
+      const size_t bad = utf8_invalid_offset(payload);
+      if (bad != std::string_view::npos) return path + " is not valid UTF-8: " + describe_utf8_error(payload, bad);
+    } else if (auto inner = first_invalid_string(*field->message_type(), payload, path + ".", depth + 1)) {
+      return inner;
+    }
+  }
 }
 
 std::string role_name(v1::Role role, const std::string& where) {
@@ -44,6 +96,44 @@ std::string tool_schema(const v1::ToolDefinition& tool, size_t index) {
 }
 
 }  // namespace
+
+size_t utf8_invalid_offset(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto b0 = static_cast<uint8_t>(text[i]);
+    if (b0 < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t need = 0;
+    uint8_t lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+      need = 2;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+      need = 3;
+      if (b0 == 0xE0) lo = 0xA0;  // overlong
+      if (b0 == 0xED) hi = 0x9F;  // surrogates
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+      need = 4;
+      if (b0 == 0xF0) lo = 0x90;  // overlong
+      if (b0 == 0xF4) hi = 0x8F;  // above U+10FFFF
+    } else {
+      return i;
+    }
+    if (i + need > text.size()) return i;
+    for (size_t k = 1; k < need; ++k) {
+      const auto b = static_cast<uint8_t>(text[i + k]);
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return i;
+    }
+    i += need;
+  }
+  return std::string_view::npos;
+}
+
+std::string describe_parse_failure(const google::protobuf::Descriptor& type, std::string_view wire) {
+  if (auto invalid = first_invalid_string(type, wire, "", 0)) return *invalid;
+  return "the request is not a valid " + type.full_name() + " (malformed protobuf)";
+}
 
 ChatRequest chat_from_proto(const v1::ChatPrompt& chat) {
   DSV4_CHECK_ARG(chat.messages_size() > 0) << "chat.messages is empty";

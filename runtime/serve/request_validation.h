@@ -4,7 +4,10 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <google/protobuf/descriptor.h>
 
 #include "dsv4/v1/inference.pb.h"
 #include "runtime/config/model_config.h"
@@ -28,6 +31,18 @@ struct ValidatedRequest {
   GenerationOptions options;
   std::vector<std::string> warnings;
 };
+
+/// Offset of the first byte of `text` that does not start or continue a well-formed UTF-8 sequence (overlong
+/// forms, surrogates and code points above U+10FFFF are ill-formed, as in protobuf's own check), or
+/// std::string_view::npos when `text` is valid UTF-8.
+size_t utf8_invalid_offset(std::string_view text);
+
+/// Why `wire` could not be parsed as a `type` message. proto3 `string` fields must hold valid UTF-8 and protobuf
+/// refuses the whole message otherwise, without saying where; this walks the wire format guided by `type`'s
+/// descriptor and names the first such field with its path and byte offset, e.g. "chat.messages[1].content is
+/// not valid UTF-8: byte 3 (0xc3) does not start a complete sequence". When every string is valid, the bytes
+/// are malformed protobuf and the message says so.
+std::string describe_parse_failure(const google::protobuf::Descriptor& type, std::string_view wire);
 
 /// Proto chat -> ChatRequest (roles, tool calls, tool schemas). Tools are declared on the first message,
 /// which must be system or developer (an empty system message is put first otherwise).

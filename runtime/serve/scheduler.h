@@ -10,6 +10,12 @@
 // reserves the state of its whole possible length (prompt + max new tokens) at admission, priced by
 // `StateCostFn` (sequence_bytes of runtime/kv), so a running sequence never runs out of state and nothing has
 // to be preempted. Finished or cancelled sequences are listed in the next plan's free_sequences.
+//
+// Data parallelism: each admitted sequence is assigned to one attention replica (SequenceWork.dp_rank) for its
+// whole life, the least loaded one by tokens (prompt + max new tokens of its running sequences; ties: the lowest
+// replica) among those whose state budget still has room; the state budget is per replica (each replica holds
+// its own sequences' state). Every work item marked `sample` comes with the sequence's SamplingPlan (what the
+// vocabulary shards need to reduce their logits to candidates).
 #pragma once
 
 #include <cstdint>
@@ -23,7 +29,7 @@
 namespace dsv4::serve {
 
 struct SchedulerLimits {
-  /// Bytes of sequence state all running sequences may reserve together (> 0).
+  /// Bytes of sequence state the running sequences of one replica may reserve together (> 0).
   int64_t state_budget_bytes = 0;
   /// Tokens (decode + prefill) per step (> 0, >= max_running so every running sequence can decode).
   int64_t max_step_tokens = 256;
@@ -31,6 +37,8 @@ struct SchedulerLimits {
   int32_t max_running = 64;
   /// Largest prefill chunk of one sequence in one step; 0 = only the token budget limits it.
   int64_t max_prefill_chunk = 0;
+  /// Attention replicas (> 0); state_budget_bytes applies to each.
+  int32_t dp_size = 1;
 };
 
 /// Bytes of state one sequence holds at `tokens` tokens of context.
@@ -43,7 +51,9 @@ class Scheduler {
 
   /// Queues a request. Throws kInvalidArgument for an empty prompt or max_new_tokens <= 0, kResourceExhausted
   /// when its reservation exceeds the whole state budget (it could never run), kInternal for a duplicate id.
-  void enqueue(uint64_t id, std::vector<int32_t> prompt, int64_t max_new_tokens);
+  /// `sampling` (its sequence_id is set here) goes into every plan that samples the sequence; the default is
+  /// greedy.
+  void enqueue(uint64_t id, std::vector<int32_t> prompt, int64_t max_new_tokens, v1::SamplingPlan sampling = {});
 
   /// The next step. Every sequence marked `sample` must get on_sampled() (or cancel()) before the next call.
   v1::StepPlan next_plan();
@@ -59,8 +69,10 @@ class Scheduler {
   bool idle() const { return queue_.empty() && running_.empty() && pending_free_.empty(); }
   size_t queued() const { return queue_.size(); }
   size_t running() const { return running_.size(); }
-  /// Sum of the running sequences' reservations.
+  /// Sum of the running sequences' reservations (all replicas).
   int64_t reserved_bytes() const { return reserved_bytes_; }
+  /// The replica a running sequence is assigned to; -1 when `id` is not running.
+  int32_t replica_of(uint64_t id) const;
   const SchedulerLimits& limits() const { return limits_; }
   /// The reservation of a request of this size (what admission compares with the budget).
   int64_t reservation(int64_t prompt_tokens, int64_t max_new_tokens) const;
@@ -75,9 +87,18 @@ class Scheduler {
     bool awaiting_sample = false;
     bool has_next = false;      // a sampled token waits to be fed
     int32_t next_token = 0;
+    int32_t dp_rank = 0;
+    int64_t tokens = 0;         // prompt + max new tokens: the load it puts on its replica
+    int64_t sampled = 0;        // tokens sampled so far (SamplingPlan.step)
+    v1::SamplingPlan sampling;
   };
 
   void add_chunk(v1::StepPlan& plan, Sequence& seq, int64_t& budget);
+  void add_sampling(v1::StepPlan& plan, const Sequence& seq) const;
+  // Gives a running sequence's reservation and load back.
+  void release(const Sequence& seq);
+  // The replica the queue's head goes to, or -1 when no replica's budget has room for it.
+  int32_t pick_replica(const Sequence& seq) const;
 
   SchedulerLimits limits_;
   StateCostFn cost_;
@@ -85,6 +106,8 @@ class Scheduler {
   std::vector<Sequence> running_;  // in admission order
   std::vector<uint64_t> pending_free_;
   int64_t reserved_bytes_ = 0;
+  std::vector<int64_t> replica_reserved_;  // bytes reserved per replica
+  std::vector<int64_t> replica_tokens_;    // Sequence::tokens summed per replica
   uint64_t step_id_ = 0;
 };
 

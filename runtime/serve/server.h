@@ -1,10 +1,14 @@
 // The dsv4 inference server: the gRPC service on rank 0 and the lock-step step loop on every rank.
 //
 // Rank 0 runs an InferenceServer: gRPC callback threads validate requests and hand them to the serving loop
-// (InferenceServer::run, on the calling thread), which owns the Scheduler, broadcasts each StepPlan over the
-// Bootstrap, runs Engine::step like every other rank, samples with each request's GenerationStream and
-// streams the results back. Other ranks run run_follower(). For now every rank holds a full model replica and
-// computes the same rows (the sharded model is issue 4); the plan protocol is already the final one.
+// (InferenceServer::run, on the calling thread), which owns the Scheduler, sends each StepPlan over a
+// PlanChannel, runs Engine::step like every other rank (each rank holds its shard of the model and runs its
+// replica's sequences; rank 0 receives the merged sampling candidates), samples with each request's
+// GenerationStream and streams the results back. Other ranks run run_follower().
+//
+// Idle: rank 0 sends no plan while nothing is queued or running (it waits on its request queue), so the
+// followers wait in PlanChannel::exchange; a channel over MPI must wait there without spinning (see
+// launcher/server/mpi_plan_channel.h).
 #pragma once
 
 #include <atomic>
@@ -42,8 +46,20 @@ struct ServerOptions {
 /// Broadcasts `plan` from rank 0 to every rank (serialized proto: a size, then the bytes). Collective.
 void broadcast_plan(parallel::Bootstrap& bootstrap, v1::StepPlan& plan);
 
-/// Ranks other than 0: receive plans and step until the shutdown plan.
-void run_follower(parallel::Bootstrap& bootstrap, Engine& engine);
+/// How step plans travel from rank 0 to the other ranks. Collective: every rank calls exchange() once per plan.
+class PlanChannel {
+ public:
+  virtual ~PlanChannel() = default;
+  /// Rank 0 sends `plan`; the other ranks receive it into `plan` (waiting as long as rank 0 sends nothing).
+  virtual void exchange(v1::StepPlan& plan) = 0;
+};
+
+/// A channel over the Bootstrap (broadcast_plan). Its wait is the bootstrap's: a condition variable in-process,
+/// a blocking MPI_Bcast over MPI (which polls).
+std::unique_ptr<PlanChannel> make_bootstrap_plan_channel(parallel::Bootstrap& bootstrap);
+
+/// Ranks other than 0: receive plans and step until the shutdown plan. `channel` null: the bootstrap's.
+void run_follower(parallel::Bootstrap& bootstrap, Engine& engine, PlanChannel* channel = nullptr);
 
 class InferenceServer {
  public:
@@ -58,8 +74,9 @@ class InferenceServer {
   int metrics_port() const;
 
   /// Serves `model` until drained: health SERVING, requests admitted; returns after the shutdown plan was
-  /// broadcast and the gRPC server stopped. `loaded` and `engine` must outlive the call.
-  void run(const LoadedModel& loaded, Engine& engine);
+  /// broadcast and the gRPC server stopped. `loaded` and `engine` must outlive the call. Sequences are spread
+  /// over engine.dp_size() replicas. `channel` null: plans go over the bootstrap.
+  void run(const LoadedModel& loaded, Engine& engine, PlanChannel* channel = nullptr);
 
   /// Stop admitting (health NOT_SERVING, new Generate calls UNAVAILABLE), finish everything accepted, then
   /// return from run(). Async-signal-safe (only stores an atomic flag).

@@ -74,16 +74,18 @@ class GenerateReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   std::shared_ptr<RequestState> request_;
 };
 
-/// Generate is a raw method: protobuf's own parser rejects a proto3 string that is not valid UTF-8 before any
-/// handler runs (the client would see a bare UNIMPLEMENTED), so the service parses the bytes itself and answers
-/// INVALID_ARGUMENT with a message instead.
-class InferenceService final : public v1::Inference::WithRawCallbackMethod_Generate<v1::Inference::CallbackService> {
+/// Generate and Tokenize (the calls that carry text) are raw methods: protobuf's own parser rejects a proto3 string
+/// that is not valid UTF-8 before any handler runs (the client would see a bare UNIMPLEMENTED), so the service
+/// parses the bytes itself and answers INVALID_ARGUMENT naming the field and the byte offset instead.
+class InferenceService final
+    : public v1::Inference::WithRawCallbackMethod_Generate<
+          v1::Inference::WithRawCallbackMethod_Tokenize<v1::Inference::CallbackService>> {
  public:
   explicit InferenceService(InferenceServer::Impl* server) : server_(server) {}
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request) override;
-  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
-                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context, const v1::DetokenizeRequest* request,
                                        v1::DetokenizeResponse* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const v1::GetModelInfoRequest* request,

@@ -3,7 +3,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/logging.h"
-#include "runtime/kv/state_bytes.h"
+#include "runtime/kv/cpu_state_bytes.h"
 #include "runtime/serve/server_internal.h"
 
 namespace dsv4::serve {
@@ -34,18 +34,42 @@ void step_barrier(parallel::Bootstrap& bootstrap) {
   bootstrap.all_gather(&mine, all.data(), 1);
 }
 
-void run_follower(parallel::Bootstrap& bootstrap, Engine& engine) {
+namespace {
+
+class BootstrapPlanChannel final : public PlanChannel {
+ public:
+  explicit BootstrapPlanChannel(parallel::Bootstrap& bootstrap) : bootstrap_(bootstrap) {}
+  void exchange(v1::StepPlan& plan) override { broadcast_plan(bootstrap_, plan); }
+
+ private:
+  parallel::Bootstrap& bootstrap_;
+};
+
+}  // namespace
+
+std::unique_ptr<PlanChannel> make_bootstrap_plan_channel(parallel::Bootstrap& bootstrap) {
+  return std::make_unique<BootstrapPlanChannel>(bootstrap);
+}
+
+void run_follower(parallel::Bootstrap& bootstrap, Engine& engine, PlanChannel* channel) {
   DSV4_CHECK(bootstrap.rank() != 0) << "run_follower is for ranks other than 0";
+  std::unique_ptr<PlanChannel> own;
+  if (channel == nullptr) channel = (own = make_bootstrap_plan_channel(bootstrap)).get();
   v1::StepPlan plan;
   while (true) {
-    broadcast_plan(bootstrap, plan);
+    channel->exchange(plan);
     if (plan.shutdown()) break;
-    engine.step(plan);  // a replica: same rows as rank 0; its logits are not needed (rank 0 samples)
+    engine.step(plan);  // this rank's replica and shard; the candidates go to rank 0, which samples
     step_barrier(bootstrap);
   }
 }
 
 namespace {
+
+// Page size of the engine's state pool (the default for the private pools of an engine without one).
+int64_t state_page_bytes(const Engine& engine) {
+  return engine.state_pool() != nullptr ? engine.state_pool()->page_bytes() : kDefaultStatePageBytes;
+}
 
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -70,12 +94,16 @@ std::string token_text(const BpeTokenizer* tok, int32_t id) {
 
 class ServingLoop {
  public:
-  ServingLoop(InferenceServer::Impl& server, const LoadedModel& loaded, Engine& engine, SchedulerLimits limits)
+  ServingLoop(InferenceServer::Impl& server, const LoadedModel& loaded, Engine& engine, SchedulerLimits limits,
+              PlanChannel& channel)
       : s_(server),
         loaded_(loaded),
         engine_(engine),
-        scheduler_(limits, [cfg = loaded.model->config()](int64_t tokens) {
-          return sequence_bytes(cfg, KvLayout::kReferenceBf16, tokens);
+        channel_(channel),
+        scheduler_(limits, [cfg = loaded.model->config(), page = state_page_bytes(engine),
+                            mtp = static_cast<int64_t>(loaded.model->weights().mtp.size())](int64_t tokens) {
+          // Exactly what the engine's StatePool books for a sequence at `tokens` tokens (fp32 CPU state).
+          return cpu_state_bytes(cfg, tokens, page, mtp).total();
         }) {}
 
   void run() {
@@ -91,7 +119,7 @@ class ServingLoop {
     }
     v1::StepPlan last;
     last.set_shutdown(true);
-    broadcast_plan(*s_.bootstrap, last);
+    channel_.exchange(last);
   }
 
  private:
@@ -103,7 +131,8 @@ class ServingLoop {
     }
     for (auto& r : arrivals) {
       try {
-        scheduler_.enqueue(r->sequence_id, r->request.prompt, r->request.options.max_tokens);
+        scheduler_.enqueue(r->sequence_id, r->request.prompt, r->request.options.max_tokens,
+                           sampling_plan_of(r->sequence_id, r->request.options.sampling));
         r->stream.emplace(loaded_.tokenizer_or_null(), r->request.options, loaded_.model->config().vocab_size,
                           static_cast<int64_t>(r->request.prompt.size()),
                           loaded_.model->config().max_position_embeddings);
@@ -185,16 +214,24 @@ class ServingLoop {
   }
 
   void step() {
+    const Clock::time_point step_begin = Clock::now();  // serving metrics: the scheduler's own time per step
     v1::StepPlan plan = scheduler_.next_plan();
-    broadcast_plan(*s_.bootstrap, plan);
-    std::vector<SampledLogits> sampled = engine_.step(plan);
+    channel_.exchange(plan);
+    const Clock::time_point model_begin = Clock::now();
+    // Each request's stream knows its next draw, so untruncated sampling needs only the shards' top tokens.
+    std::vector<SampledCandidates> sampled =
+        engine_.step(plan, [this](uint64_t id, const MergedCandidates& merged, int32_t count, bool all_in) {
+          auto it = live_.find(id);
+          DSV4_CHECK(it != live_.end()) << "candidates for unknown sequence " << id;
+          return it->second->stream->candidates_suffice(merged, count, all_in);
+        });
     step_barrier(*s_.bootstrap);
     const Clock::time_point now = Clock::now();
-    for (SampledLogits& out : sampled) {
+    for (SampledCandidates& out : sampled) {
       auto it = live_.find(out.sequence_id);
-      DSV4_CHECK(it != live_.end()) << "sampled logits for unknown sequence " << out.sequence_id;
+      DSV4_CHECK(it != live_.end()) << "sampled candidates for unknown sequence " << out.sequence_id;
       RequestState& r = *it->second;
-      GenerationStep gs = r.stream->step(out.logits);
+      GenerationStep gs = r.stream->step(out.candidates);
       if (r.stream->completion_tokens() == 1) {
         r.first_token = now;
         s_.metrics.observe_ttft(seconds_between(r.arrival, now));
@@ -215,6 +252,8 @@ class ServingLoop {
       }
     }
     update_gauges();
+    s_.metrics.observe_step(seconds_between(model_begin, now),
+                            seconds_between(step_begin, model_begin) + seconds_between(now, Clock::now()));
   }
 
   void update_gauges() {
@@ -226,27 +265,33 @@ class ServingLoop {
   InferenceServer::Impl& s_;
   const LoadedModel& loaded_;
   Engine& engine_;
+  PlanChannel& channel_;
   Scheduler scheduler_;
   std::unordered_map<uint64_t, std::shared_ptr<RequestState>> live_;
 };
 
 }  // namespace
 
-void InferenceServer::run(const LoadedModel& loaded, Engine& engine) {
+void InferenceServer::run(const LoadedModel& loaded, Engine& engine, PlanChannel* channel) {
   Impl& s = *impl_;
   DSV4_CHECK(s.bootstrap->rank() == 0) << "InferenceServer::run is for rank 0";
   const ModelConfig& cfg = loaded.model->config();
   if (s.options.scheduler.state_budget_bytes <= 0) {
     s.options.scheduler.state_budget_bytes =
-        s.options.scheduler.max_running * sequence_bytes(cfg, KvLayout::kReferenceBf16, 4096);
+        s.options.scheduler.max_running *
+        cpu_state_bytes(cfg, 4096, state_page_bytes(engine), static_cast<int64_t>(loaded.model->weights().mtp.size()))
+            .total();
   }
-  ServingLoop loop(s, loaded, engine, s.options.scheduler);
+  s.options.scheduler.dp_size = engine.dp_size();
+  std::unique_ptr<PlanChannel> own;
+  if (channel == nullptr) channel = (own = make_bootstrap_plan_channel(*s.bootstrap)).get();
+  ServingLoop loop(s, loaded, engine, s.options.scheduler, *channel);
   s.loaded = &loaded;
   s.ready.store(true);
   s.grpc_server->GetHealthCheckService()->SetServingStatus(true);
-  DSV4_LOG(INFO) << "serving (state budget " << s.options.scheduler.state_budget_bytes << " bytes, "
+  DSV4_LOG(INFO) << "serving (state budget " << s.options.scheduler.state_budget_bytes << " bytes per replica, "
                  << s.options.scheduler.max_running << " sequences, " << s.options.scheduler.max_step_tokens
-                 << " tokens per step)";
+                 << " tokens per step, " << engine.dp_size() << " replicas)";
   // Drain: watched by a helper so that health flips as soon as the signal arrives, even mid-step.
   std::atomic<bool> loop_done{false};
   std::thread health_watch([&] {

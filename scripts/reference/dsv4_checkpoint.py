@@ -37,7 +37,7 @@ _BASE = {
     "initializer_range": 0.02,
     "max_position_embeddings": 1048576,
     "model_type": "deepseek_v4",
-    "moe_intermediate_size": 128,
+    "moe_intermediate_size": 256,  # 2 x 128: tp = 2 leaves each rank a whole FP8 block of the shared expert
     "n_routed_experts": 8,
     "n_shared_experts": 1,
     "norm_topk_prob": True,

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -26,9 +27,11 @@ class ServeE2E : public ::testing::Test {
   static void SetUpTestSuite() {
     token_file_ = (scratch_dir("serve_e2e_token") / "token").string();
     std::ofstream(token_file_) << kToken << "\n";
+    // Room for the 64 concurrent requests below: 32 run at once (so the queue is exercised too), chunked
+    // prefill mixed with decode.
     server_ = new ServerProcess(golden_a(), {"--auth-token-file", token_file_, "--max-prompt-tokens", "64",
-                                             "--max-running", "8", "--max-step-tokens", "32",
-                                             "--max-prefill-chunk", "8", "--max-concurrent-requests", "40"});
+                                             "--max-running", "32", "--max-step-tokens", "64",
+                                             "--max-prefill-chunk", "8", "--max-concurrent-requests", "80"});
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -52,6 +55,67 @@ class ServeE2E : public ::testing::Test {
 };
 
 const std::vector<int32_t> kPrompt = {0, 370, 40, 264, 276, 222, 268, 446};
+
+// The value of a metric once it reaches `want` (polled for up to 10 s: the server counts a request just after
+// its stream's final status went out, so a client can see the end first), else its last value.
+double wait_metric(int metrics_port, const std::string& name, double want) {
+  double value = -1;
+  for (int i = 0; i < 200; ++i) {
+    value = metric_value(http_get_metrics(metrics_port), name);
+    if (value == want) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return value;
+}
+
+// `n` requests of mixed prompt lengths (3 to 40 tokens) and output lengths (1 to 12 tokens), alternately greedy
+// and seeded sampling: short outputs keep 64 of them cheap on golden-a.
+std::vector<v1::GenerateRequest> mixed_requests(int n) {
+  std::vector<v1::GenerateRequest> reqs;
+  for (int i = 0; i < n; ++i) {
+    std::vector<int32_t> prompt = {0};
+    for (int j = 0; j < 2 + (i * 7) % 38; ++j) prompt.push_back((i * 31 + j * 17) % 512);
+    v1::GenerateRequest r = token_request(prompt, 1 + (i * 5) % 12, i % 2 ? 0.8f : 0.0f, 1000 + i);
+    r.set_request_id("mixed-" + std::to_string(i));
+    reqs.push_back(std::move(r));
+  }
+  return reqs;
+}
+
+// Serves every request alone (one after the other), then all at once from their own channels, and checks
+// that each concurrent stream is complete (status OK, one token per message, the final usage) and carries
+// exactly the tokens of the same request served alone. Returns the number of concurrent streams that passed.
+int expect_concurrent_equals_alone(const std::string& address, const std::vector<v1::GenerateRequest>& reqs,
+                                   const std::string& token) {
+  auto channel_stub = [&] {
+    return v1::Inference::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  };
+  std::vector<StreamResult> alone;
+  auto s = channel_stub();
+  for (const auto& r : reqs) alone.push_back(generate(*s, r, token));
+  std::vector<std::future<StreamResult>> together;
+  for (const auto& r : reqs) {
+    together.push_back(std::async(std::launch::async, [&channel_stub, &token, r] {
+      auto own = channel_stub();
+      return generate(*own, r, token);
+    }));
+  }
+  int complete = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    StreamResult t = together[i].get();
+    EXPECT_TRUE(alone[i].status.ok()) << "request " << i << " alone: " << alone[i].status.error_message();
+    EXPECT_TRUE(t.status.ok()) << "request " << i << ": " << t.status.error_message();
+    if (!t.status.ok() || !alone[i].status.ok()) continue;
+    EXPECT_EQ(t.tokens, alone[i].tokens) << "request " << i;
+    EXPECT_EQ(t.finish, alone[i].finish) << "request " << i;
+    EXPECT_NE(t.finish, v1::FINISH_REASON_UNSPECIFIED) << "request " << i << " has no final message";
+    EXPECT_EQ(t.messages.size(), t.tokens.size()) << "request " << i;
+    EXPECT_EQ(t.messages.back().usage().completion_tokens(), static_cast<int>(t.tokens.size())) << "request " << i;
+    EXPECT_EQ(t.messages.front().request_id(), reqs[i].request_id());
+    if (t.tokens == alone[i].tokens && t.finish == alone[i].finish) ++complete;
+  }
+  return complete;
+}
 
 TEST_F(ServeE2E, StreamsTokensWithFinalUsage) {
   auto s = stub();
@@ -119,33 +183,17 @@ TEST_F(ServeE2E, CppAndPythonClientsStreamTheSameTokens) {
   EXPECT_NE(out.find("[token_ids] " + want + "\n"), std::string::npos) << out;
 }
 
-TEST_F(ServeE2E, ConcurrentRequestsEqualTheSameRequestAlone) {
-  constexpr int kRequests = 20;
-  std::vector<v1::GenerateRequest> reqs;
-  for (int i = 0; i < kRequests; ++i) {
-    std::vector<int32_t> prompt = {0};
-    for (int j = 0; j < 3 + (i * 7) % 23; ++j) prompt.push_back((i * 31 + j * 17) % 512);
-    // Mixed greedy and seeded sampling, mixed lengths.
-    reqs.push_back(token_request(prompt, 2 + i % 9, i % 2 ? 0.8f : 0.0f, 1000 + i));
-  }
-  std::vector<StreamResult> alone;
-  auto s = stub();
-  for (const auto& r : reqs) alone.push_back(generate(*s, r, kToken));
-  std::vector<std::future<StreamResult>> together;
-  for (const auto& r : reqs) {
-    together.push_back(std::async(std::launch::async, [this, r] {
-      auto own = stub();
-      return generate(*own, r, kToken);
-    }));
-  }
-  for (int i = 0; i < kRequests; ++i) {
-    StreamResult t = together[i].get();
-    ASSERT_TRUE(alone[i].status.ok()) << alone[i].status.error_message();
-    ASSERT_TRUE(t.status.ok()) << t.status.error_message();
-    EXPECT_EQ(t.tokens, alone[i].tokens) << "request " << i;
-    EXPECT_EQ(t.finish, alone[i].finish) << "request " << i;
-  }
+// 64 concurrent streams of mixed lengths through a 32-sequence batch: every one finishes with exactly the
+// tokens of the same request alone (greedy and seeded sampling, bitwise), and none is lost (the server counts
+// 128 successful requests: 64 alone + 64 together).
+TEST_F(ServeE2E, SixtyFourConcurrentRequestsEqualTheSameRequestAlone) {
+  constexpr int kRequests = 64;
+  const double ok_before = std::max(0.0, metric_value(metrics(), "dsv4_requests_total{outcome=\"ok\"}"));
+  EXPECT_EQ(expect_concurrent_equals_alone(server_->address(), mixed_requests(kRequests), kToken), kRequests);
+  EXPECT_EQ(wait_metric(server_->metrics_port(), "dsv4_requests_total{outcome=\"ok\"}", ok_before + 2 * kRequests),
+            ok_before + 2 * kRequests);
   EXPECT_TRUE(wait_engine_empty());
+  EXPECT_EQ(metric_value(metrics(), "dsv4_state_bytes_reserved"), 0);
 }
 
 TEST_F(ServeE2E, CancellationAndAbortFreeState) {
@@ -271,13 +319,26 @@ TEST_F(ServeE2E, BadRequestsAreInvalidArgumentWhileAGoodOneCompletes) {
     m->set_content(std::string("caf\xc3", 4));  // a truncated UTF-8 sequence
     bad.emplace_back("invalid UTF-8", r);
   }
+  {
+    v1::GenerateRequest r = token_request(kPrompt, 4);
+    r.add_stop("ok");
+    r.add_stop(std::string("\xed\xa0\x80", 3));  // an encoded surrogate
+    bad.emplace_back("invalid UTF-8 stop string", r);
+  }
   auto s = stub();
+  std::map<std::string, std::string> messages;
   for (const auto& [what, req] : bad) {
     StreamResult r = generate(*s, req, kToken);
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << what << ": " << r.status.error_message();
     EXPECT_FALSE(r.status.error_message().empty()) << what;
     EXPECT_TRUE(r.messages.empty()) << what;
+    messages[what] = r.status.error_message();
   }
+  // Invalid UTF-8 is named by field and byte offset (protobuf's own parser would only say "cannot parse").
+  EXPECT_EQ(messages["invalid UTF-8"],
+            "chat.messages[0].content is not valid UTF-8: byte 3 (0xc3) does not start a complete sequence");
+  EXPECT_EQ(messages["invalid UTF-8 stop string"],
+            "stop[1] is not valid UTF-8: byte 0 (0xed) does not start a complete sequence");
   StreamResult g = good.get();
   ASSERT_TRUE(g.status.ok()) << g.status.error_message();
   EXPECT_EQ(g.tokens.size(), 30u);
@@ -305,6 +366,13 @@ TEST_F(ServeE2E, MetricsCountRequestsAndTokens) {
   EXPECT_GT(metric_value(m, "dsv4_prompt_tokens_total"), 0);
   EXPECT_GT(metric_value(m, "dsv4_time_to_first_token_seconds_count"), 0);
   EXPECT_GE(metric_value(m, "dsv4_queue_depth"), 0);
+  // One model-time and one overhead observation per serving step, the overhead well below a second.
+  const double steps = metric_value(m, "dsv4_scheduler_overhead_seconds_count");
+  EXPECT_GT(steps, 0) << m;
+  EXPECT_EQ(metric_value(m, "dsv4_step_model_seconds_count"), steps);
+  EXPECT_GT(metric_value(m, "dsv4_scheduler_overhead_seconds_sum"), 0);
+  EXPECT_LT(metric_value(m, "dsv4_scheduler_overhead_seconds_sum") / steps, 1.0);
+  EXPECT_EQ(metric_value(m, "dsv4_scheduler_overhead_seconds_bucket{le=\"+Inf\"}"), steps);
 }
 
 // SIGTERM: health turns NOT_SERVING, new requests are refused, the request already running finishes, and the
@@ -418,6 +486,29 @@ TEST(ServeE2EChat, ChatGreedyEqualsDsv4GenerateAndTokenizeRoundTrips) {
   grpc::ClientContext bctx;
   dreq.add_token_ids(999999);
   EXPECT_EQ(stub->Detokenize(&bctx, dreq, &dresp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Tokenize with invalid UTF-8 (text, and a chat message): INVALID_ARGUMENT naming the field and the byte,
+  // not gRPC's bare UNIMPLEMENTED for a request protobuf refused to parse.
+  grpc::ClientContext uctx;
+  treq.set_text(std::string("Hello \xff world"));
+  grpc::Status st = stub->Tokenize(&uctx, treq, &tresp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_EQ(st.error_message(), "text is not valid UTF-8: byte 6 (0xff) does not start a complete sequence");
+  grpc::ClientContext cctx;
+  v1::TokenizeRequest creq;
+  creq.mutable_chat()->add_messages()->set_role(v1::ROLE_SYSTEM);
+  creq.mutable_chat()->mutable_messages(0)->set_content("fine");
+  creq.mutable_chat()->add_messages()->set_role(v1::ROLE_USER);
+  creq.mutable_chat()->mutable_messages(1)->set_content(std::string("ab\xe2\x82", 4));  // truncated 3-byte sequence
+  st = stub->Tokenize(&cctx, creq, &tresp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_EQ(st.error_message(),
+            "chat.messages[1].content is not valid UTF-8: byte 2 (0xe2) does not start a complete sequence");
+  // The same chat, valid, tokenizes like the prompt Generate renders (a non-empty id list).
+  grpc::ClientContext vctx;
+  creq.mutable_chat()->mutable_messages(1)->set_content("ab\xe2\x82\xac");  // U+20AC
+  ASSERT_TRUE(stub->Tokenize(&vctx, creq, &tresp).ok());
+  EXPECT_GT(tresp.token_ids_size(), 0);
 }
 
 // TLS + token: a TLS client with the token streams; without the token it is UNAUTHENTICATED; a plaintext client
@@ -440,6 +531,26 @@ TEST(ServeE2ETls, TlsWithTokenServesAndRefusesWithoutToken) {
   EXPECT_NE(out.find("[finish] length"), std::string::npos) << out;
   EXPECT_EQ(run_command(base + " --tls-ca " + dir + "/cert.pem", &out), 100 + 16) << out;  // UNAUTHENTICATED
   EXPECT_EQ(run_command(base + " --token tls-token --timeout 3", &out), 100 + 14) << out;  // UNAVAILABLE
+}
+
+// The 64-request concurrency check again with the server on two MPI ranks (lock-step plans).
+TEST(ServeE2EMpi, SixtyFourConcurrentRequestsOnTwoRanksEqualTheSameRequestAlone) {
+  const char* mpiexec = std::getenv("DSV4_MPIEXEC");
+  if (mpiexec == nullptr || *mpiexec == '\0') GTEST_SKIP() << "DSV4_MPIEXEC is not set";
+  ServerProcess server(golden_a(),
+                       {"--max-running", "32", "--max-step-tokens", "64", "--max-prefill-chunk", "8",
+                        "--max-concurrent-requests", "64"},
+                       {mpiexec, "-np", "2", "--oversubscribe"});
+  ASSERT_EQ(server.rank_pids().size(), 2u);
+  constexpr int kRequests = 64;
+  EXPECT_EQ(expect_concurrent_equals_alone(server.address(), mixed_requests(kRequests), ""), kRequests);
+  EXPECT_EQ(wait_metric(server.metrics_port(), "dsv4_requests_total{outcome=\"ok\"}", 2 * kRequests), 2 * kRequests);
+  const std::string m = http_get_metrics(server.metrics_port());
+  EXPECT_GT(metric_value(m, "dsv4_scheduler_overhead_seconds_count"), 0) << m;
+  // SIGTERM to rank 0 (as an operator would; mpirun itself turns a SIGTERM into a failed job) drains it, and
+  // the whole job exits 0.
+  ASSERT_EQ(::kill(server.rank_pids()[0], SIGTERM), 0);
+  EXPECT_EQ(server.wait_exit(30), 0) << server.log();
 }
 
 // Two ranks under mpirun (full replicas, lock-step plans): the same tokens as one process; killing rank 1

@@ -2,6 +2,7 @@
 // sharded == unsharded.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -224,6 +225,41 @@ TEST(Sampler, ShardedMergeEqualsUnsharded) {
     ASSERT_EQ(x.top_logprobs.size(), 5u);
     for (size_t i = 0; i < 5; ++i) EXPECT_EQ(x.top_logprobs[i].id, y.top_logprobs[i].id);
   }
+}
+
+
+// Untruncated sampling from a prefix of the candidates: when the stream's next draw lands inside their mass
+// (Sampler::suffices peeks it without consuming it), the prefix gives the token the whole vocabulary gives;
+// when it does not, suffices() says so. A flat distribution puts most draws outside a small prefix.
+TEST(Sampler, UntruncatedDrawFromAPrefixEqualsTheWholeVocabulary) {
+  const int32_t vocab = 4000;
+  std::vector<float> logits(vocab);
+  for (int32_t i = 0; i < vocab; ++i) logits[i] = static_cast<float>(std::sin(i * 12.9898) * 2.0);
+  const SamplingParams params{.temperature = 1.0f, .seed = 5};
+  const int32_t prefix = 256;
+  const ShardCandidates part = shard_candidates(logits, 0, params.temperature, prefix);
+  const MergedCandidates merged = merge_shard_candidates(std::span<const ShardCandidates>(&part, 1), params.temperature);
+  ASSERT_LT(merged.covered_mass, 0.5);
+  Sampler whole(params), from_prefix(params);
+  int inside = 0, outside = 0;
+  for (int step = 0; step < 300; ++step) {
+    const bool ok = from_prefix.suffices(merged, prefix, /*all_in=*/false);
+    const SampleResult w = whole.sample(logits);
+    if (ok) {
+      ++inside;
+      const SampleResult p = from_prefix.sample(merged);
+      ASSERT_EQ(p.token, w.token) << "step " << step;
+    } else {
+      ++outside;
+      // The token the whole vocabulary drew is not among the prefix's candidates' mass: rank below it.
+      const auto it = std::find_if(merged.top.begin(), merged.top.end(),
+                                   [&](const TokenCandidate& c) { return c.id == w.token; });
+      EXPECT_TRUE(it == merged.top.end() || it == merged.top.end() - 1) << "step " << step;
+      from_prefix.sample(merged_of(logits, params.temperature));  // keep the two streams in step
+    }
+  }
+  EXPECT_GT(inside, 30);
+  EXPECT_GT(outside, 30);
 }
 
 }  // namespace

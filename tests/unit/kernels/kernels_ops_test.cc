@@ -195,7 +195,9 @@ TEST(Attention, SinkOnlyInDenominator) {
   p.dim = 2;
   p.kv_raw = raw.data();
   p.n_raw = 2;
-  p.kv_comp = comp.data();
+  const float* comp_pages[] = {comp.data()};
+  p.comp_pages = comp_pages;
+  p.comp_rows_per_page = 1;
   p.n_comp = 1;
   p.indices = idx.data();
   p.max_indices = 4;

@@ -46,9 +46,9 @@ TEST(LaunchCli, PlanTinyHandChecked) {
   const auto j = nlohmann::json::parse(out);
   EXPECT_EQ(j["ownership"]["experts_per_rank"], 4);
   EXPECT_EQ(j["ownership"]["heads_per_tp_rank"], 4);
-  // Experts: w1, w3 are FP4 [128, 256/2] I8 (16384 B) + E8M0 [128, 8] (1024 B); w2 is [256, 64] + [256, 4]:
-  // 52224 B per expert, 8 experts x (5 layers + MTP) = 48, half of them on each of the ep=2 ranks.
-  EXPECT_EQ(j["weights"]["experts"], 24 * 52224);
+  // Experts: w1, w3 are FP4 [256, 256/2] I8 (32768 B) + E8M0 [256, 8] (2048 B); w2 is [256, 128] + [256, 8]:
+  // 104448 B per expert, 8 experts x (5 layers + MTP) = 48, half of them on each of the ep=2 ranks.
+  EXPECT_EQ(j["weights"]["experts"], 24 * 104448);
   // State (spec §5.3 on tiny: d = 128, r = 64): row 64 FP8 + 64 x bf16 + 1 scale = 193 -> 200 B; indexer
   // 64 + 4 = 68 B. CSA layers 1, 3: (200 + 68) / 4 each; HCA layers 2, 4: 200 / 128 each.
   EXPECT_EQ(j["state"]["main_row_bytes"], 200);
@@ -69,9 +69,12 @@ TEST(LaunchCli, PlanTinyHandChecked) {
 TEST(LaunchCli, PlanRefusesWhatDoesNotFitOrShard) {
   const fs::path dir = testing::scratch_dir("launch_refuse");
   std::string out;
-  // tiny's 128-wide shared expert cannot be split over tp=2 (64-column slices cut the FP8 blocks).
-  EXPECT_NE(launch("plan " + tiny_deployment(dir, "{dp: 1, tp: 2, ep: 2}").string(), &out), 0);
-  EXPECT_NE(out.find("128 / tp=2 = 64 columns per rank"), std::string::npos) << out;
+  // tiny's 256-wide shared expert cannot be split over tp=4 (64-column slices cut the FP8 blocks).
+  write(dir / "tiny-tp4.yaml", "model: {config: " + src("configs/models/tiny.json") +
+                                  "}\nlayout: {dp: 1, tp: 4, ep: 2}\ngpus_per_node: 0\nranks_per_node: 4\n"
+                                  "memory: {budget_per_rank: 1GiB}\n");
+  EXPECT_NE(launch("plan " + (dir / "tiny-tp4.yaml").string(), &out), 0);
+  EXPECT_NE(out.find("256 / tp=4 = 64 columns per rank"), std::string::npos) << out;
   // The known trap: V4-Pro with TP = 16 (192 columns per rank), built inline, never shipped as a file.
   write(dir / "pro-tp16.yaml", "model: {config: " + src("configs/models/pro.json") +
                                    "}\nlayout: {dp: 8, tp: 16, ep: 128}\nnodes: 16\ngpus_per_node: 8\n"

@@ -2,17 +2,16 @@
 // emulation (scripts/reference/make_reference_golden.py, tests/golden/README.md "Reference-numerics golden").
 //
 // Tolerance: the rule, max|logit - ref| <= 1e-4 * max|ref| and the same argmax, on the first
-// `compared_rows` positions of each sequence (measured there: 1.3e-6 golden-a, 1.6e-7 golden-b: every decision made
+// `compared_rows` positions of each sequence (measured there: 1.6e-7 golden-a, 6.4e-6 golden-b: every decision made
 // the same way). The emulation is full of discrete decisions (e4m3 / e2m1 rounding, power-of-two scales, router
-// and indexer top-k); one rounding flip of a single activation element near a midpoint moves the logits of all
-// later rows by ~1e-2 of max|ref|. The generator keeps sequences whose float32 emulation agrees with the float64
-// one, but that is one sample of fp32 noise: golden-b still holds such a near-tie at token 79 (proven: flipping it
-// in the oracle reproduces this engine to 1.7e-7 at all rows). golden-a holds four e4m3 activation near-ties, all
-// rounded the other way here: the layer-2 FFN input of token 48 (7e-9 x block amax from a midpoint in float64; in
-// fp32 it lands exactly on the midpoint and RNE goes to the even neighbour; the element feeds the shared and both
-// routed experts), the wo_b inputs of layer 0 at token 50 (8e-8), layer 2 at token 79 (1e-8) and layer 3 at token
-// 92 (1e-7). Flipping those four decisions in the oracle reproduces this engine to 4.5e-6 of max|ref| at all 136
-// rows with the same argmax. Rows from `compared_rows` on are reported (RecordProperty), not asserted.
+// and indexer top-k); one rounding flip of a single activation element near a midpoint moves the logits of the
+// rows it feeds by ~1e-2 of max|ref|. The generator keeps sequences whose float32 emulation agrees with the float64
+// one, but that is one sample of fp32 noise: each sequence holds hundreds of activation decisions within 1e-7 of
+// an e4m3 midpoint, and this engine takes some of them the other way: golden-a from row 78 (rows 0-77 agree to
+// 1.6e-7), golden-b at rows 48, 105 and 108 alone (rows 0-47 agree to 6.4e-6). For the previous (128-wide FFN)
+// sets the analysis was carried to the single decisions (flipping them in the oracle reproduced this engine at all
+// rows; tests/golden/README.md); for the current sets it was not. Rows from `compared_rows` on are reported
+// (RecordProperty), not asserted.
 #include <gtest/gtest.h>
 
 #include <algorithm>

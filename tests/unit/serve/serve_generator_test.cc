@@ -127,9 +127,9 @@ TEST(ServeGenerator, BatchedEngineEqualsGenerateAlone) {
     streams.emplace(id, GenerationStream(nullptr, greedy(max_new[id]), vocab, static_cast<int64_t>(p.size()), 0));
   }
   for (int step = 0; step < 100 && !sched.idle(); ++step) {
-    for (SampledLogits& s : engine.step(sched.next_plan())) {
+    for (SampledCandidates& s : engine.step(sched.next_plan())) {
       GenerationStream& stream = streams.at(s.sequence_id);
-      GenerationStep g = stream.step(s.logits);
+      GenerationStep g = stream.step(s.candidates);
       sched.on_sampled(s.sequence_id, g.token, stream.finished());
     }
   }

@@ -190,5 +190,51 @@ TEST(ServeScheduler, RejectsImpossibleRequestsAndBadLimits) {
   EXPECT_TRUE(s.idle());
 }
 
+
+// Data parallelism: each admitted sequence goes to the replica with the fewest tokens (prompt + max new) among
+// those whose own state budget has room, keeps it for life, and every sampled item carries its SamplingPlan.
+TEST(ServeScheduler, SpreadsSequencesOverReplicasByTokens) {
+  // Budget per replica: 2000 bytes; a request reserves 100 B x (prompt + max new - 1).
+  Scheduler s({.state_budget_bytes = 2000, .max_step_tokens = 64, .max_running = 8, .dp_size = 2}, cost);
+  v1::SamplingPlan hot;
+  hot.set_temperature(0.7f);
+  hot.set_top_k(5);
+  s.enqueue(1, prompt(10), 5, hot);  // load 15 tokens, 1400 B -> replica 0 (both empty: the lowest)
+  s.enqueue(2, prompt(3), 2);        // load 5, 400 B -> replica 1 (0 tokens < 15)
+  s.enqueue(3, prompt(4), 2);        // load 6, 500 B -> replica 1 (5 < 15)
+  s.enqueue(4, prompt(4), 2);        // load 6, 500 B -> replica 1 (11 < 15; 900 + 500 <= 2000)
+  s.enqueue(5, prompt(5), 3);        // 700 B: fits neither (1400 + 700, 1400 + 700 > 2000): waits
+  const v1::StepPlan plan = s.next_plan();
+  std::map<uint64_t, int32_t> replica;
+  for (const auto& w : plan.work()) replica[w.sequence_id()] = w.dp_rank();
+  EXPECT_EQ(replica, (std::map<uint64_t, int32_t>{{1, 0}, {2, 1}, {3, 1}, {4, 1}}));
+  EXPECT_EQ(s.queued(), 1u);
+  EXPECT_EQ(s.replica_of(4), 1);
+  EXPECT_EQ(s.replica_of(5), -1);
+  // Every sampled item has its sampling parameters in the plan.
+  ASSERT_EQ(plan.sampling_size(), 4);
+  for (const auto& sp : plan.sampling()) {
+    if (sp.sequence_id() == 1) {
+      EXPECT_FLOAT_EQ(sp.temperature(), 0.7f);
+      EXPECT_EQ(sp.top_k(), 5);
+    } else {
+      EXPECT_EQ(sp.temperature(), 0.0f);
+    }
+    EXPECT_EQ(sp.step(), 0u);
+  }
+  // Sequence 1 finishes: replica 0 has room again and takes the waiting request.
+  s.on_sampled(1, 9, /*finished=*/true);
+  for (uint64_t id : {2, 3, 4}) s.on_sampled(id, 9, false);
+  const v1::StepPlan next = s.next_plan();
+  for (const auto& w : next.work()) {
+    if (w.sequence_id() == 5) EXPECT_EQ(w.dp_rank(), 0);
+    if (w.sequence_id() == 2) EXPECT_EQ(w.dp_rank(), 1);  // a running sequence keeps its replica
+  }
+  EXPECT_EQ(s.replica_of(5), 0);
+  for (const auto& sp : next.sampling()) {
+    if (sp.sequence_id() == 2) EXPECT_EQ(sp.step(), 1u);  // one token sampled so far
+  }
+}
+
 }  // namespace
 }  // namespace dsv4::serve

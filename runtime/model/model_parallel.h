@@ -1,0 +1,72 @@
+// How one rank of a sharded model talks to the others: the communicators of its groups, built from the
+// world communicator and the Mesh, and the switches that change reduction order.
+//
+// The model on many ranks (ARCHITECTURE.md, "parallel layout"):
+//   - TP group (consecutive ranks): attention heads and output groups, the shared expert's intermediate
+//     columns and the vocabulary (embedding rows, LM-head rows) are split over it. The single KV head, the
+//     compressors, the indexer, the router and the HC mixers are computed by every TP rank (they are small,
+//     and the sequence state stays whole on each rank of the group). Row-parallel projections (wo_b, the
+//     shared expert's w2) end in a reduction over the group; the vocabulary-sharded embedding ends in a sum
+//     with zeros (exact); the head leaves logits sharded (sampling merges per-shard candidates).
+//   - EP group: routed experts in contiguous blocks. The TP ranks of one replica see the same rows, so
+//     each dispatches a disjoint contiguous block of them (rows [t*r/tp, t*(r+1)/tp) for tp rank r), and the
+//     combined outputs are summed back over the TP group together with the shared expert.
+//   - DP: replicas (distinct TP groups) serve distinct sequences; EP spans them, so every rank of the EP
+//     group must call forward() the same number of times, with zero chunks when its replica has no work.
+//
+// Deterministic mode fixes every reduction order so that logits are bitwise identical for every layout and
+// batch composition: a row-parallel projection is computed as a sum of fixed column chunks (one per output
+// group for wo_b, one per 128 columns for the shared w2) whose partials are gathered and added in chunk
+// order on every rank, whatever tp is; the routed experts' outputs are summed in top-k order (the
+// MoeDispatcher's combine order) on every layout including a single process.
+#pragma once
+
+#include <memory>
+
+#include "parallel/communicator.h"
+#include "parallel/mesh.h"
+#include "runtime/config/model_config.h"
+
+namespace dsv4 {
+
+/// The communicators one rank's model uses. Pointers are not owned (see ModelGroups); a group of size 1
+/// means "not split" and its collectives are local copies.
+struct ModelParallel {
+  parallel::Communicator* tp = nullptr;  // required: the TP group (size 1 without TP)
+  parallel::Communicator* ep = nullptr;  // required: the EP group (size 1 without EP)
+  bool deterministic = false;
+  /// Optional: the context-parallel group sharing each sequence (null or size 1: no CP). Its ranks run the
+  /// same tokens; the compressed and indexer rows are sharded round robin over it and attention partials
+  /// merge across it (runtime/model/context_parallel_attention.cc).
+  parallel::Communicator* cp = nullptr;
+};
+
+/// Owns the split communicators of one rank. make_model_groups() is collective over `world`.
+struct ModelGroups {
+  parallel::Mesh mesh;
+  int rank = 0;
+  std::unique_ptr<parallel::Communicator> tp, ep, dp, cp;
+  ModelParallel parallel(bool deterministic) const {
+    return ModelParallel{tp.get(), ep.get(), deterministic, cp.get()};
+  }
+};
+
+/// The mesh dimensions of `config` (heads, output groups, routed experts, shared-expert width, FP8 block).
+parallel::MeshModelDims mesh_dims(const ModelConfig& config);
+
+/// Splits `world` into this rank's TP, EP, DP and CP groups (collective over `world`; every rank calls it).
+ModelGroups make_model_groups(parallel::Communicator& world, const parallel::Mesh& mesh);
+
+/// A one-rank world for single-process use (in-process communicators of size 1): what Model::from_checkpoint
+/// uses when no layout is given.
+struct LocalGroups {
+  LocalGroups();
+  ~LocalGroups();
+  ModelParallel parallel(bool deterministic) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsv4

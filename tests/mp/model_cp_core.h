@@ -1,0 +1,131 @@
+// Context parallelism of the model (shared by model_cp_inproc_test.cc and model_cp_mpi.cc): a tiny random
+// model run with its sequences sharded over a CP group must give the logits of the single-process model
+// (CP = 1) within 1e-5 relative, across the raw-ring wrap, the first compressed row of each ratio, the
+// start of indexer selection, many ratio-128 rows, chunk boundaries not aligned to 4 or 128, and decode
+// after the CP prefill. Every CP rank must get bitwise the same logits, a second run bitwise the first, and
+// a CP sequence must hold about 1/CP of the compressed rows.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "parallel/communicator.h"
+#include "tests/unit/model/tiny_model.h"
+
+namespace dsv4::testing {
+
+struct CpCase {
+  std::string name;
+  std::vector<int64_t> ratios;
+  int64_t window = 8;
+  int64_t topk = 2;
+  std::vector<int64_t> chunks;  // prefill chunk sizes, then `decode` single tokens
+  int64_t decode = 0;
+  Numerics numerics = Numerics::kPlain;
+};
+
+inline std::vector<CpCase> cp_cases() {
+  return {
+      // Real window and HCA ratio (128): the ring wraps at 128, HCA rows from token 127 on (6 of them), CSA
+      // selection (top-16) from token 67; chunk ends at 61, 64, 194, 444, 445, 803 (none a multiple of 4).
+      {"window128_hca128", {0, 4, 128, 4}, 128, 16, {61, 3, 130, 250, 1, 358}, 3, Numerics::kPlain},
+      // Small ratios so that many rows (and indexer selection from token 11) fit in a short run.
+      {"window8_ratio8", {4, 8, 0}, 8, 3, {1, 2, 6, 29, 47, 5}, 4, Numerics::kPlain},
+      // The reference numerics (FP8 / FP4 emulation) on the same schedule.
+      {"reference", {4, 8, 0}, 8, 3, {3, 10, 41, 17}, 3, Numerics::kReference},
+  };
+}
+
+inline std::vector<int32_t> cp_tokens(int64_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& v : t) v = static_cast<int32_t>(rng() % vocab);
+  return t;
+}
+
+/// Runs the case's schedule on `model`; returns every logit row (prefill chunks, then decode steps) and the
+/// number of compressed rows the sequence holds (main + indexer, all layers).
+inline std::vector<float> run_cp_schedule(Model& model, const CpCase& c, int64_t* rows_held = nullptr) {
+  int64_t total = c.decode;
+  for (int64_t n : c.chunks) total += n;
+  const std::vector<int32_t> tokens = cp_tokens(total, model.config().vocab_size, 5);
+  SequenceState st = model.new_sequence();
+  std::vector<float> all;
+  int64_t at = 0;
+  auto run = [&](int64_t n) {
+    Tensor l = model.prefill(st, std::span<const int32_t>(tokens.data() + at, n));
+    all.insert(all.end(), l.as<float>(), l.as<float>() + l.numel());
+    at += n;
+  };
+  for (int64_t n : c.chunks) run(n);
+  for (int64_t i = 0; i < c.decode; ++i) run(1);
+  if (rows_held != nullptr) {
+    *rows_held = 0;
+    for (const LayerState& ls : st.layers) *rows_held += ls.main.num_rows() + ls.index.num_rows();
+  }
+  return all;
+}
+
+/// max |got - want| / max |want| (the relative error of the whole logit set).
+inline double cp_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0.0, mag = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(got[i]) - want[i]));
+    mag = std::max(mag, std::fabs(static_cast<double>(want[i])));
+  }
+  return diff / std::max(mag, 1e-30);
+}
+
+/// One rank's part: `world` is split into TP = 1, EP = 1 and a CP group of all ranks; the CP model's logits
+/// must match the single-process model's within 1e-5 relative and be bitwise equal on every rank.
+inline void case_model_cp(parallel::Communicator& world, const CpCase& c) {
+  SCOPED_TRACE("case " + c.name + ", cp " + std::to_string(world.size()));
+  const ModelConfig cfg = tiny_config(c.ratios, c.window, c.topk);
+  const TinyWeights weights(cfg, 11);
+  int64_t rows_whole = 0, rows_mine = 0;
+  std::vector<float> want;
+  {
+    Model single = make_tiny_model(cfg, weights, c.numerics);
+    want = run_cp_schedule(single, c, &rows_whole);
+  }
+  auto tp = world.split(world.rank(), 0);
+  auto ep = world.split(world.rank(), 0);
+  auto cp = world.split(0, world.rank());
+  ModelParallel par;
+  par.tp = tp.get();
+  par.ep = ep.get();
+  par.cp = cp.get();
+  Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), c.numerics, par);
+  const std::vector<float> got = run_cp_schedule(model, c, &rows_mine);
+  ASSERT_EQ(got.size(), want.size());
+  for (float v : got) ASSERT_TRUE(std::isfinite(v));
+  // Fixed merge order: a second run of the same layout is bitwise the first.
+  EXPECT_TRUE(run_cp_schedule(model, c) == got) << "CP run not bitwise reproducible";
+  const double rel = cp_relative_error(got, want);
+  EXPECT_LE(rel, 1e-5) << "CP logits differ from CP = 1 by " << rel << " relative";
+
+  // Every CP rank holds the same logits bit for bit (the merge runs in rank order everywhere).
+  const int P = world.size();
+  std::vector<float> everyone(got.size() * P);
+  world.all_gather(got.data(), everyone.data(), got.size(), DType::kF32, parallel::kDefaultStream);
+  for (int p = 0; p < P; ++p) {
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), everyone.begin() + static_cast<int64_t>(p * got.size())))
+        << "rank " << world.rank() << " and rank " << p << " disagree";
+  }
+  // Round robin: each rank keeps its share, within one row per compressor of rows / P.
+  std::vector<int64_t> held(P);
+  world.all_gather(&rows_mine, held.data(), 1, DType::kI64, parallel::kDefaultStream);
+  int64_t sum = 0;
+  for (int64_t h : held) sum += h;
+  EXPECT_EQ(sum, rows_whole);
+  const int64_t compressors = 2 * cfg.num_layers;
+  EXPECT_LE(rows_mine, rows_whole / P + compressors)
+      << "rank " << world.rank() << " holds " << rows_mine << " of " << rows_whole << " rows";
+}
+
+}  // namespace dsv4::testing
