@@ -62,22 +62,35 @@ ShardCandidates shard_candidates(std::span<const float> logits, int32_t id_offse
     out.raw_logsumexp = out.scaled_logsumexp = kNegInf;
     return out;
   }
+  // Temperature 0 (greedy) and 1 leave the logits unscaled: one exp per logit serves both sums.
+  const bool unscaled = temperature == 0.0f || temperature == 1.0f;
   double raw_sum = 0.0, scaled_sum = 0.0;
   const double max_scaled = scale(max_logit, temperature);
-  std::vector<TokenCandidate> all;
-  all.reserve(logits.size());
+  // The best `keep` candidates in a heap whose top is the worst kept one: a logit that does not beat it (nearly
+  // all of a vocabulary) costs one comparison, instead of a copy and a sort of the whole shard.
+  const size_t keep = std::min(logits.size(), static_cast<size_t>(max_candidates));
+  std::vector<TokenCandidate> heap;
+  heap.reserve(keep);
   for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] == -std::numeric_limits<float>::infinity()) continue;  // masked: never a candidate
-    raw_sum += std::exp(static_cast<double>(logits[i]) - max_logit);
-    scaled_sum += std::exp(scale(logits[i], temperature) - max_scaled);
-    all.push_back({id_offset + static_cast<int32_t>(i), logits[i]});
+    const float x = logits[i];
+    if (x == -std::numeric_limits<float>::infinity()) continue;  // masked: never a candidate
+    const double e = std::exp(static_cast<double>(x) - max_logit);
+    raw_sum += e;
+    scaled_sum += unscaled ? e : std::exp(scale(x, temperature) - max_scaled);
+    const TokenCandidate c{id_offset + static_cast<int32_t>(i), x};
+    if (heap.size() < keep) {
+      heap.push_back(c);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(c, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = c;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
   }
   out.raw_logsumexp = max_logit + std::log(raw_sum);
   out.scaled_logsumexp = max_scaled + std::log(scaled_sum);
-  const size_t keep = std::min(all.size(), static_cast<size_t>(max_candidates));
-  std::partial_sort(all.begin(), all.begin() + keep, all.end(), better);
-  all.resize(keep);
-  out.top = std::move(all);
+  std::sort(heap.begin(), heap.end(), better);
+  out.top = std::move(heap);
   return out;
 }
 
