@@ -66,7 +66,9 @@ def build_mpi_time(out_dir):
 
 def launch(args, lib, n, dp, tp, ep, tag, out_dir, jobs=1):
     """Starts `jobs` mpirun jobs of n ranks each (jobs > 1: independent single-rank replicas, dpx)."""
-    cmd = ["mpirun", "--oversubscribe", "-np", str(n), "-x", "LD_PRELOAD=" + lib, "-x", "MPI_TIME_MARK_BYTES=8",
+    # --bind-to none: Open MPI binds a job of <= 2 ranks to cores by default, which pins a one-rank job's CPU
+    # threads to one core and stacks independent one-rank jobs (dpx) on the same core.
+    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(n), "-x", "LD_PRELOAD=" + lib, "-x", "MPI_TIME_MARK_BYTES=8",
            args.dsv4, "generate", "--checkpoint", args.checkpoint, "--max-tokens", str(args.output_len),
            "--temperature", "0", "--prompt-tokens", ",".join(map(str, prompt_ids(args.prompt_len, 0))),
            "--dp", str(dp), "--tp", str(tp), "--ep", str(ep)]
