@@ -24,14 +24,19 @@ void broadcast_plan(parallel::Bootstrap& bootstrap, v1::StepPlan& plan) {
   }
 }
 
-// After each step every rank joins a one-byte all-gather. The replicas need no data from each other yet, so
-// without it rank 0 (the broadcast root, which does not wait for receivers) would keep serving past a dead
-// rank; with it rank 0 blocks and the launcher's abort of the job ends it, so clients see UNAVAILABLE.
-void step_barrier(parallel::Bootstrap& bootstrap) {
-  if (bootstrap.size() == 1) return;
-  const char mine = 1;
-  std::vector<char> all(static_cast<size_t>(bootstrap.size()));
-  bootstrap.all_gather(&mine, all.data(), 1);
+// After each step every rank joins a small all-gather. Without it rank 0 (the broadcast root, which does not wait
+// for receivers) would keep serving past a dead rank; with it rank 0 blocks and the launcher's abort of the job
+// ends it, so clients see UNAVAILABLE. Its payload is each rank's sequence-state bytes, so that rank 0 can report
+// the state of every DP replica, not only its own: returns the bytes held over all replicas (the TP ranks of a
+// replica hold identical copies of its sequences' state, so the sum over ranks is divided by tp).
+int64_t step_barrier(parallel::Bootstrap& bootstrap, const Engine& engine) {
+  const int64_t mine = engine.state_bytes();
+  if (bootstrap.size() == 1) return mine;
+  std::vector<int64_t> all(static_cast<size_t>(bootstrap.size()));
+  bootstrap.all_gather(&mine, all.data(), sizeof(mine));
+  int64_t sum = 0;
+  for (int64_t b : all) sum += b;
+  return sum / std::max(1, engine.model().shard().tp_size);
 }
 
 namespace {
@@ -60,7 +65,7 @@ void run_follower(parallel::Bootstrap& bootstrap, Engine& engine, PlanChannel* c
     channel->exchange(plan);
     if (plan.shutdown()) break;
     engine.step(plan);  // this rank's replica and shard; the candidates go to rank 0, which samples
-    step_barrier(bootstrap);
+    step_barrier(bootstrap, engine);
   }
 }
 
@@ -225,7 +230,7 @@ class ServingLoop {
           DSV4_CHECK(it != live_.end()) << "candidates for unknown sequence " << id;
           return it->second->stream->candidates_suffice(merged, count, all_in);
         });
-    step_barrier(*s_.bootstrap);
+    all_state_bytes_ = step_barrier(*s_.bootstrap, engine_);
     const Clock::time_point now = Clock::now();
     for (SampledCandidates& out : sampled) {
       auto it = live_.find(out.sequence_id);
@@ -258,11 +263,12 @@ class ServingLoop {
 
   void update_gauges() {
     s_.metrics.set_queue(static_cast<int64_t>(scheduler_.queued()), static_cast<int64_t>(scheduler_.running()),
-                         scheduler_.reserved_bytes(), engine_.state_bytes(),
+                         scheduler_.reserved_bytes(), all_state_bytes_,
                          static_cast<int64_t>(engine_.num_sequences()));
   }
 
   InferenceServer::Impl& s_;
+  int64_t all_state_bytes_ = 0;  // sequence state over every DP replica, after the last step (step_barrier)
   const LoadedModel& loaded_;
   Engine& engine_;
   PlanChannel& channel_;
