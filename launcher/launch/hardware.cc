@@ -56,7 +56,7 @@ double HardwareProfile::get(const std::string& field) const {
   return v.value;
 }
 
-HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::string& origin) {
+YAML::Node load_yaml_mapping(const std::string& yaml_text, const std::string& origin) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -64,6 +64,11 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
     DSV4_THROW(kInvalidArgument) << origin << ": YAML syntax error at line " << e.mark.line + 1 << ": " << e.msg;
   }
   DSV4_CHECK_ARG(root.IsMap()) << origin << ": must be a mapping";
+  return root;
+}
+
+HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::string& origin) {
+  const YAML::Node root = load_yaml_mapping(yaml_text, origin);
   HardwareProfile p;
   static const std::set<std::string> kSources = {"measured", "published", "datasheet", "estimate", "unmeasured"};
   std::set<std::string> top_seen;

@@ -7,6 +7,8 @@
 //   unmeasured - not known yet (value null); a simulation that needs it stops and names the field
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <filesystem>
 #include <map>
 #include <string>
@@ -49,5 +51,9 @@ const std::map<std::string, std::string>& cpu_hardware_fields();
 /// Parses a profile; unknown fields and fields without a `source` are errors naming the key.
 HardwareProfile load_hardware_profile(const std::filesystem::path& path);
 HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::string& origin);
+
+/// Parses `yaml_text` whose top level must be a mapping; Error(kInvalidArgument) naming `origin` and the line of
+/// a syntax error otherwise. Shared by the simulator's YAML inputs (hardware profiles, model descriptions).
+YAML::Node load_yaml_mapping(const std::string& yaml_text, const std::string& origin);
 
 }  // namespace dsv4::launch

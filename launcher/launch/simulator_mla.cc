@@ -8,19 +8,14 @@
 #include <map>
 #include <sstream>
 
+#include "launcher/launch/hardware.h"
 #include "launcher/launch/sim_device.h"
 #include "runtime/core/error.h"
 
 namespace dsv4::launch {
 
 MlaModel parse_mla_model(const std::string& yaml_text, const std::string& origin) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    DSV4_THROW(kInvalidArgument) << origin << ": YAML syntax error at line " << e.mark.line + 1 << ": " << e.msg;
-  }
-  DSV4_CHECK_ARG(root.IsMap()) << origin << ": must be a mapping";
+  const YAML::Node root = load_yaml_mapping(yaml_text, origin);
   MlaModel m;
   const std::map<std::string, int64_t*> ints = {
       {"layers", &m.layers},

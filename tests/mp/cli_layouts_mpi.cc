@@ -26,17 +26,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::dsv4_bin;
+using testing::read_file;
 using testing::run_command;
 
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::vector<float> read_floats(const fs::path& p) {
-  const std::string bytes = read_bytes(p);
+  const std::string bytes = read_file(p);
   std::vector<float> v(bytes.size() / sizeof(float));
   std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
   return v;
@@ -119,7 +113,7 @@ const Layout kLayouts[] = {
 
 TEST_F(CliLayouts, ForwardLogitsMatchOneProcessInEveryLayout) {
   const std::vector<float> ref = read_floats(dir_ / "ref.bin");
-  const std::string ref_det = read_bytes(dir_ / "ref_det.bin");
+  const std::string ref_det = read_file(dir_ / "ref_det.bin");
   ASSERT_EQ(ref.size(), 31u * 1024u);  // 20 + 3 + 8 tokens
   float scale = 0.0f;
   for (float x : ref) scale = std::max(scale, std::fabs(x));
@@ -136,7 +130,7 @@ TEST_F(CliLayouts, ForwardLogitsMatchOneProcessInEveryLayout) {
     for (const char* extra : {"--deterministic", "--deterministic --chunk 3", "--deterministic --chunk 1"}) {
       if (std::string(extra).find("--chunk 1") != std::string::npos && std::string(l.mpi) != "-np 4") continue;
       ASSERT_EQ(forward(l.mpi, std::string(l.flags) + " " + extra, "d.bin", &out), 0) << l.flags << "\n" << out;
-      EXPECT_TRUE(read_bytes(dir_ / "d.bin") == ref_det) << l.mpi << " " << l.flags << " " << extra
+      EXPECT_TRUE(read_file(dir_ / "d.bin") == ref_det) << l.mpi << " " << l.flags << " " << extra
                                                          << ": logits not bitwise equal to one process";
     }
     if (std::string(l.mpi) != "-np 1") {

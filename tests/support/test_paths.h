@@ -18,4 +18,7 @@ std::filesystem::path scratch_dir(const std::string& name);
 /// Runs a shell command, returns its exit status and captures stdout+stderr into `output`.
 int run_command(const std::string& command, std::string* output);
 
+/// The whole file as bytes (empty when it cannot be read).
+std::string read_file(const std::filesystem::path& path);
+
 }  // namespace dsv4::testing

@@ -31,10 +31,7 @@ std::string run(const std::string& args, int* rc) {
   return out;
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using testing::read_file;
 
 // tiny.json with a 512-token vocabulary: the same layer kinds, a checkpoint of a few MB.
 ModelConfig small_config(const fs::path& dir) {

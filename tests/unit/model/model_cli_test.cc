@@ -16,14 +16,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::dsv4_bin;
+using testing::read_file;
 using testing::run_command;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // A checkpoint dir holding `config` and a link to the shared weights file.
 fs::path with_config(const fs::path& base, const fs::path& weights_dir, const nlohmann::json& config) {
