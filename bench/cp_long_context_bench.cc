@@ -9,9 +9,13 @@
 // what the pool books after a prefill of that length; a quick way to get the state bytes of a length too
 // long to prefill on a small machine (cross-checked against real prefills in docs/PERFORMANCE.md).
 //
+// Each CP rank runs a contiguous sub-block of every chunk (runtime/model/context_parallel_attention.cc).
 // Prints, per rank, the sequence-state bytes the state pool books (compressed-row pages plus the fixed ring
-// and compressor windows), the compressed rows held, and the peak resident set; and the prefill and decode
-// times (wall clock of rank 0, all ranks run in lock step).
+// and compressor windows), the compressed rows held, the peak resident set and the time and bytes of the CP
+// exchanges during the prefill; and the prefill time of every block of --report-every tokens and the decode
+// time per token (wall clock of rank 0, all ranks run in lock step). With --decode-at-reports the --decode
+// steps also run at every report point (timed apart from the prefill; their tokens join the sequence, so the
+// later prompt positions shift by that many), giving decode time against context length in one run.
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
@@ -59,13 +63,14 @@ int run(int argc, char** argv) {
   CLI::App app{"context-parallel long-context prefill benchmark"};
   std::string checkpoint_dir, numerics_name = "plain";
   int64_t tokens = 262144, chunk = 4096, decode = 4, report_every = 32768;
-  bool reserve_only = false;
+  bool reserve_only = false, decode_at_reports = false;
   app.add_option("--checkpoint", checkpoint_dir, "checkpoint directory (dsv4 make-checkpoint)")->required();
   app.add_option("--tokens", tokens, "prompt length");
   app.add_option("--chunk", chunk, "prefill chunk size");
   app.add_option("--decode", decode, "decode steps after the prefill");
   app.add_option("--numerics", numerics_name, "plain | reference");
   app.add_option("--report-every", report_every, "progress line every this many tokens (rank 0)");
+  app.add_flag("--decode-at-reports", decode_at_reports, "also time --decode steps at every report point");
   app.add_flag("--reserve-only", reserve_only, "only reserve the state's rows for --tokens (no forward pass)");
   CLI11_PARSE(app, argc, argv);
   DSV4_CHECK_ARG(tokens > 0 && chunk > 0 && decode >= 0) << "--tokens and --chunk must be positive";
@@ -91,7 +96,8 @@ int run(int argc, char** argv) {
                     dsv4::parse_numerics(numerics_name), par);
 
   std::mt19937 rng(1234);
-  std::vector<int32_t> ids(tokens + decode);
+  std::vector<int32_t> ids(tokens + decode), decode_ids(static_cast<size_t>(decode));
+  for (int32_t& t : decode_ids) t = static_cast<int32_t>(rng() % cfg.vocab_size);
   for (int32_t& t : ids) t = static_cast<int32_t>(rng() % cfg.vocab_size);
 
   dsv4::SequenceState st = model.new_sequence();
@@ -115,19 +121,42 @@ int run(int argc, char** argv) {
                     dsv4::parallel::kDefaultStream);
   dsv4::parallel::reset_cp_exchange_stats();
   const auto t0 = Clock::now();
-  int64_t next_report = report_every;
+  int64_t next_report = report_every, block_start = 0;
+  double block_t0 = 0.0;
+  struct Block {
+    int64_t end;
+    double seconds;
+    double decode_ms = 0.0;  // per token at this context (--decode-at-reports)
+    double state_mib = 0.0;  // rank 0's sequence state at the end of the block
+  };
+  double decode_total_s = 0.0;  // decode time inside the prefill loop, not counted as prefill
+  std::vector<Block> blocks;  // prefill time of each block of --report-every tokens (the last may be shorter)
   for (int64_t at = 0; at < tokens; at += chunk) {
     const int64_t n = std::min(chunk, tokens - at);
     dsv4::SequenceChunk c{&st, std::span<const int32_t>(ids.data() + at, n)};
     model.forward(std::span<const dsv4::SequenceChunk>(&c, 1), false, dsv4::LogitsRows::kLastOfEachChunk);
-    if (rank == 0 && at + n >= next_report) {
-      std::printf("  %8lld tokens  %8.1f s  state %.1f MiB\n", static_cast<long long>(at + n), seconds_since(t0),
-                  st.memory_bytes() / 1048576.0);
-      std::fflush(stdout);
-      next_report += report_every;
+    if (at + n >= next_report || at + n == tokens) {
+      const double now = seconds_since(t0) - decode_total_s;
+      blocks.push_back({at + n, now - block_t0, 0.0, st.memory_bytes() / 1048576.0});
+      if (rank == 0) {
+        std::printf("  %8lld tokens  %8.1f s  block %lld tokens in %.2f s  state %.1f MiB\n",
+                    static_cast<long long>(at + n), now, static_cast<long long>(at + n - block_start), now - block_t0,
+                    st.memory_bytes() / 1048576.0);
+        std::fflush(stdout);
+      }
+      block_t0 = now;
+      block_start = at + n;
+      if (decode_at_reports && decode > 0) {
+        const auto td = Clock::now();
+        for (int32_t id : decode_ids) model.decode(st, id);
+        const double ds = seconds_since(td);
+        decode_total_s += ds;
+        blocks.back().decode_ms = 1e3 * ds / static_cast<double>(decode);
+      }
+      while (next_report <= at + n) next_report += report_every;
     }
   }
-  const double prefill_s = seconds_since(t0);
+  const double prefill_s = seconds_since(t0) - decode_total_s;
   const dsv4::parallel::CpExchangeStats exchange = dsv4::parallel::cp_exchange_stats();
   const auto t1 = Clock::now();
   for (int64_t i = 0; i < decode; ++i) model.decode(st, ids[tokens + i]);
@@ -145,6 +174,16 @@ int run(int argc, char** argv) {
   std::vector<RankFigures> all(P);
   world->all_gather(&mine, all.data(), kFigures, dsv4::DType::kI64, dsv4::parallel::kDefaultStream);
   if (rank == 0) {
+    std::printf("prefill time per block (cp %d):\n   end token  block tokens  block s  tokens/s  state MiB%s\n", P,
+                decode_at_reports ? "  decode ms/token" : "");
+    int64_t prev = 0;
+    for (const Block& b : blocks) {
+      std::printf("  %10lld  %12lld  %7.2f  %8.1f  %9.2f", static_cast<long long>(b.end),
+                  static_cast<long long>(b.end - prev), b.seconds, (b.end - prev) / b.seconds, b.state_mib);
+      if (decode_at_reports) std::printf("  %15.2f", b.decode_ms);
+      std::printf("\n");
+      prev = b.end;
+    }
     std::printf("prefill %.1f s (%.1f tokens/s); decode %lld steps at %.1f ms/token\n", prefill_s, tokens / prefill_s,
                 static_cast<long long>(decode), decode ? 1e3 * decode_s / decode : 0.0);
     std::printf("rank  state MiB  rows held  row MiB  peak RSS MiB  prefill exchange s (%% of prefill)  MiB in\n");

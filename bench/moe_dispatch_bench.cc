@@ -1,11 +1,12 @@
 // EP dispatch + combine throughput against a bare MPI_Alltoallv of the same bytes, in the same run.
 //
 //   mpirun --allow-run-as-root --oversubscribe -np 2 build/bench/moe_dispatch_bench [--iters N]
-//          [--exchange auto|single|per-expert]
+//          [--exchange auto|single|per-expert|shared]
 //
 // For each shape, every rank routes `tokens` tokens to top_k of `experts` experts (uniform random,
 // distinct per token), then times
-//   ours: moe_dispatch + moe_combine over the "mpi" communicator (identity experts: results = rows);
+//   ours: moe_dispatch + moe_combine over the "mpi" communicator (identity experts: results = rows; the
+//         exchange actually used is printed, e.g. auto takes "shared" when the ranks share a node);
 //   bare: two MPI_Alltoallv calls moving exactly the row bytes of the dispatch and of the combine, from
 //         and to prepacked buffers (no routing, no packing, no regrouping, no weighted sum): the ceiling.
 // Each iteration's time is the maximum over ranks; the table shows medians. Throughput counts the row
@@ -70,6 +71,7 @@ int main(int argc, char** argv) {
       exchange_name = argv[i + 1];
       exchange = std::strcmp(exchange_name, "single") == 0       ? MoeExchange::kSingle
                  : std::strcmp(exchange_name, "per-expert") == 0 ? MoeExchange::kPerExpert
+                 : std::strcmp(exchange_name, "shared") == 0     ? MoeExchange::kShared
                                                                  : MoeExchange::kAuto;
     }
   }
@@ -148,9 +150,10 @@ int main(int argc, char** argv) {
         max_err = std::max(max_err, static_cast<double>(std::abs(bf16_to_f32(y[i]) - bf16_to_f32(x[i]))));
       const double mo = median(ours), mb = median(bare);
       if (r == 0)
-        std::printf("%7lld %6lld %5d %8d | %10.3f %10.2f | %10.3f %10.2f | %6.1f%%   (max |y-x| %.3g)\n",
+        std::printf("%7lld %6lld %5d %8d | %10.3f %10.2f | %10.3f %10.2f | %6.1f%%   (%s, max |y-x| %.3g)\n",
                     static_cast<long long>(s.tokens), static_cast<long long>(s.hidden), s.top_k, experts, mo * 1e3,
-                    bytes / mo / 1e9, mb * 1e3, bytes / mb / 1e9, 100.0 * mb / mo, max_err);
+                    bytes / mo / 1e9, mb * 1e3, bytes / mb / 1e9, 100.0 * mb / mo,
+                    moe_exchange_name(dispatcher.last_exchange()), max_err);
     }
   }
   MPI_Finalize();

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <memory>
+#include <new>
 #include <numeric>
 #include <vector>
 
@@ -23,6 +25,43 @@ bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
   auto pb = reinterpret_cast<uintptr_t>(b);
   return a_bytes && b_bytes && pa < pb + b_bytes && pb < pa + a_bytes;
 }
+
+/// One heap block per rank-thread. Every member's window holds every block, so a block lives until the last
+/// window that can reach it is gone: no member frees memory a peer may still read, with no barrier in the
+/// destructor (which could not report an aborted world). fence() is the group's barrier, whose mutex orders
+/// the accesses before it on every member before the accesses after it.
+class InProcSharedWindow final : public SharedWindow {
+ public:
+  using Block = std::shared_ptr<std::byte[]>;
+
+  InProcSharedWindow(std::shared_ptr<InProcGroup> group, int rank, size_t bytes, std::vector<Block> blocks)
+      : group_(std::move(group)), rank_(rank), bytes_(bytes), blocks_(std::move(blocks)) {}
+
+  /// A 64-byte aligned block of `bytes` (at least 1), not initialised.
+  static Block allocate(size_t bytes) {
+    constexpr std::align_val_t kAlign{64};
+    auto* data = static_cast<std::byte*>(::operator new[](std::max<size_t>(bytes, 1), kAlign));
+    return Block(data, [](std::byte* p) { ::operator delete[](p, kAlign); });
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return group_->size(); }
+  size_t capacity() const override { return bytes_; }
+  std::byte* segment(int rank) override {
+    DSV4_CHECK_ARG(rank >= 0 && rank < size()) << "shared window: no segment " << rank << " of " << size();
+    return blocks_[static_cast<size_t>(rank)].get();
+  }
+  void fence() override {
+    maybe_inject_fault("window_fence", rank_);
+    group_->barrier("window_fence");
+  }
+
+ private:
+  std::shared_ptr<InProcGroup> group_;
+  int rank_;
+  size_t bytes_;
+  std::vector<Block> blocks_;
+};
 
 class InProcCommunicator final : public Communicator {
  public:
@@ -140,6 +179,23 @@ class InProcCommunicator final : public Communicator {
     });
     if (!child) return nullptr;
     return std::make_unique<InProcCommunicator>(std::move(child), child_rank);
+  }
+
+  std::unique_ptr<SharedWindow> make_shared_window(size_t bytes_per_rank) override {
+    begin("make_shared_window", kDefaultStream);
+    // Threads of one process always share memory: publish this rank's block, take a reference to every one.
+    const InProcSharedWindow::Block mine = InProcSharedWindow::allocate(bytes_per_rank);
+    std::vector<InProcSharedWindow::Block> blocks(static_cast<size_t>(size()));
+    collective("make_shared_window", &mine, &bytes_per_rank, [&] {
+      for (int p = 0; p < size(); ++p) {
+        const size_t peer_bytes = *static_cast<const size_t*>(group_->slot(p).args);
+        DSV4_CHECK_ARG(peer_bytes == bytes_per_rank)
+            << "make_shared_window: rank " << p << " asked for " << peer_bytes << " bytes per segment, rank "
+            << rank_ << " for " << bytes_per_rank << " (must be the same on every rank)";
+        blocks[p] = *static_cast<const InProcSharedWindow::Block*>(group_->slot(p).in);
+      }
+    });
+    return std::make_unique<InProcSharedWindow>(group_, rank_, bytes_per_rank, std::move(blocks));
   }
 
   void abort() noexcept override { group_->world().abort(); }

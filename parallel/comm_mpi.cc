@@ -6,9 +6,14 @@
 // order with the same code as the in-process backend) followed by MPI_Allgatherv of the reduced chunks.
 // The traffic is the same as a ring all-reduce; the results are bitwise reproducible and equal to
 // "inproc" for the same rank count.
+//
+// make_shared_window: MPI-3 shared memory (MPI_Comm_split_type + MPI_Win_allocate_shared) when the whole group
+// is on one node.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <vector>
 
 #include "parallel/backends.h"
@@ -27,6 +32,78 @@ bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
   auto pb = reinterpret_cast<uintptr_t>(b);
   return a_bytes && b_bytes && pa < pb + b_bytes && pb < pa + a_bytes;
 }
+
+/// Segments of an MPI_Win_allocate_shared window. Holds a passive-target epoch (lock_all) for its whole
+/// life so that loads and stores through the segment pointers are legal at any time; fence() makes them
+/// visible with MPI_Win_sync (a memory barrier over the window) on both sides of a barrier, the pattern of
+/// the MPI-3 shared-memory model.
+class MpiSharedWindow final : public SharedWindow {
+ public:
+  /// Takes ownership of `node` (the members, all on one node) and `win` (allocated over `node`).
+  MpiSharedWindow(MPI_Comm node, MPI_Win win, size_t bytes, int world_rank)
+      : node_(node), win_(win), bytes_(bytes), world_rank_(world_rank) {
+    DSV4_MPI_CHECK(MPI_Comm_rank(node_, &rank_));
+    DSV4_MPI_CHECK(MPI_Comm_size(node_, &size_));
+    segments_.resize(static_cast<size_t>(size_));
+    for (int p = 0; p < size_; ++p) {
+      MPI_Aint size = 0;
+      int disp_unit = 0;
+      void* base = nullptr;
+      DSV4_MPI_CHECK(MPI_Win_shared_query(win_, p, &size, &disp_unit, &base));
+      // Open MPI's segments start 8 or 16 bytes past a 64-byte boundary: each was allocated kAlign bytes
+      // longer and starts at the next boundary (the same offset in every process, whose mappings are
+      // page-aligned). MPI may round segments up (Open MPI: to pages), never down; every rank sees every size,
+      // so a rank that asked for less makes all of them throw.
+      const size_t pad = (kAlign - reinterpret_cast<uintptr_t>(base) % kAlign) % kAlign;
+      DSV4_CHECK_ARG(static_cast<size_t>(size) >= bytes_ + pad)
+          << "make_shared_window: rank " << p << " has a segment of " << size << " bytes, this rank asked for "
+          << bytes_ << " (the size must be the same on every rank)";
+      segments_[p] = static_cast<std::byte*>(base) + pad;
+    }
+    DSV4_MPI_CHECK(MPI_Win_lock_all(MPI_MODE_NOCHECK, win_));
+    locked_ = true;
+  }
+  ~MpiSharedWindow() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    // MPI_Win_free is collective (Open MPI's has a barrier). While an exception unwinds this rank is on its way
+    // to run_rank_main's MPI_Abort, and its peers may be waiting in another collective: freeing would hang
+    // the job instead of ending it, so the window is left to the process's end.
+    if (!finalized && std::uncaught_exceptions() == 0) {
+      if (locked_) MPI_Win_unlock_all(win_);
+      MPI_Win_free(&win_);  // collective; teardown never throws
+    }
+    mpi_free_comm(&node_);
+  }
+  MpiSharedWindow(const MpiSharedWindow&) = delete;
+  /// Segment alignment; make_shared_window allocates this much more per segment.
+  static constexpr size_t kAlign = 64;
+  MpiSharedWindow& operator=(const MpiSharedWindow&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  size_t capacity() const override { return bytes_; }
+  std::byte* segment(int rank) override {
+    DSV4_CHECK_ARG(rank >= 0 && rank < size_) << "shared window: no segment " << rank << " of " << size_;
+    return segments_[static_cast<size_t>(rank)];
+  }
+  void fence() override {
+    maybe_inject_fault("window_fence", world_rank_);
+    DSV4_MPI_CHECK(MPI_Win_sync(win_));
+    DSV4_MPI_CHECK(MPI_Barrier(node_));
+    DSV4_MPI_CHECK(MPI_Win_sync(win_));
+  }
+
+ private:
+  MPI_Comm node_ = MPI_COMM_NULL;
+  MPI_Win win_ = MPI_WIN_NULL;
+  size_t bytes_;
+  int world_rank_;
+  int rank_ = 0;
+  int size_ = 1;
+  bool locked_ = false;
+  std::vector<std::byte*> segments_;
+};
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -149,6 +226,35 @@ class MpiCommunicator final : public Communicator {
     if (child == MPI_COMM_NULL) return nullptr;
     DSV4_MPI_CHECK(MPI_Comm_set_errhandler(child, MPI_ERRORS_RETURN));
     return std::make_unique<MpiCommunicator>(child);
+  }
+
+  std::unique_ptr<SharedWindow> make_shared_window(size_t bytes_per_rank) override {
+    begin("make_shared_window", kDefaultStream);
+    // The members that share memory with this rank, in this communicator's order (key 0 keeps it). The group
+    // shares one node iff that set is all of it; then every member sees the full size, else none does.
+    MPI_Comm node = MPI_COMM_NULL;
+    DSV4_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    int node_size = 0;
+    const int rc = MPI_Comm_size(node, &node_size);
+    if (rc != MPI_SUCCESS || node_size != size_) {
+      mpi_free_comm(&node);
+      DSV4_MPI_CHECK(rc);
+      return nullptr;
+    }
+    DSV4_MPI_CHECK(MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN));
+    // Non-contiguous segments: each starts on its own page, first touched (so placed) by its owner's writes.
+    MPI_Info info = MPI_INFO_NULL;
+    DSV4_MPI_CHECK(MPI_Info_create(&info));
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    void* base = nullptr;
+    MPI_Win win = MPI_WIN_NULL;
+    const auto bytes = static_cast<MPI_Aint>(bytes_per_rank + MpiSharedWindow::kAlign);
+    const int alloc_rc = MPI_Win_allocate_shared(bytes, 1, info, node, &base, &win);
+    MPI_Info_free(&info);
+    if (alloc_rc != MPI_SUCCESS) mpi_free_comm(&node);
+    DSV4_MPI_CHECK(alloc_rc);
+    MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN);
+    return std::make_unique<MpiSharedWindow>(node, win, bytes_per_rank, world_rank_);
   }
 
   void abort() noexcept override {

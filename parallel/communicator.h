@@ -4,6 +4,7 @@
 //   - "mpi":    host memory, over a private MPI communicator; abort() is MPI_Abort (ends the whole job);
 //   - "inproc": host memory, N threads sharing an InProcWorld; abort() wakes every waiter with kRemote;
 //   - "nccl":   device memory (built when NCCL is found), unique id distributed over the Bootstrap.
+// "mpi" (on one node) and "inproc" also offer a node-shared window (make_shared_window, shared_window.h).
 //
 // Semantics shared by every backend:
 //   - counts are in elements of `dtype`; 4-bit dtypes are not accepted (no whole-byte elements);
@@ -24,6 +25,7 @@
 #include <string_view>
 
 #include "parallel/bootstrap.h"
+#include "parallel/shared_window.h"
 #include "parallel/stream.h"
 #include "runtime/core/dtype.h"
 
@@ -72,6 +74,15 @@ class Communicator {
   /// Collective: ranks with the same `color` form a new communicator, ordered by (key, old rank).
   /// A negative color takes no part and gets nullptr.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+
+  /// Collective: a node-shared window with a segment of `bytes_per_rank` bytes (the same on every rank) per
+  /// member, or nullptr on every rank when the members cannot address each other's memory (different
+  /// hosts, device-memory backends). See shared_window.h. Every rank must destroy its window (the "mpi"
+  /// window's destruction is collective); the window may outlive this communicator.
+  virtual std::unique_ptr<SharedWindow> make_shared_window(size_t bytes_per_rank) {
+    (void)bytes_per_rank;
+    return nullptr;
+  }
 
   /// Unblocks peers after a fatal error: MPI ends the job (MPI_Abort), NCCL aborts the communicator,
   /// the in-process backend wakes every waiter of its world with Error(kRemote). Never throws.

@@ -19,26 +19,17 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 std::atomic<int64_t> g_exchange_ns{0}, g_exchange_bytes{0}, g_exchange_calls{0};
 
-// Adds the lifetime of the scope to the exchange counters.
-class ExchangeTimer {
- public:
-  explicit ExchangeTimer(int64_t bytes) : bytes_(bytes), t0_(std::chrono::steady_clock::now()) {}
-  ~ExchangeTimer() {
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0_);
-    g_exchange_ns.fetch_add(ns.count(), std::memory_order_relaxed);
-    g_exchange_bytes.fetch_add(bytes_, std::memory_order_relaxed);
-    g_exchange_calls.fetch_add(1, std::memory_order_relaxed);
-  }
-
- private:
-  int64_t bytes_;
-  std::chrono::steady_clock::time_point t0_;
-};
-
 // The one candidate order used everywhere: higher score first, then lower id.
 bool before(float sa, int32_t ia, float sb, int32_t ib) { return sa > sb || (sa == sb && ia < ib); }
 
 }  // namespace
+
+CpExchangeTimer::~CpExchangeTimer() {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0_);
+  g_exchange_ns.fetch_add(ns.count(), std::memory_order_relaxed);
+  g_exchange_bytes.fetch_add(bytes_, std::memory_order_relaxed);
+  g_exchange_calls.fetch_add(1, std::memory_order_relaxed);
+}
 
 void merge_partials(const float* const* lse, const float* const* out, int parts, int64_t rows, int64_t dim,
                     float* merged_out, float* merged_lse) {
@@ -80,7 +71,7 @@ void merge_attention_partials(Communicator& comm, const float* lse, const float*
   }
   std::vector<float> all_lse(static_cast<size_t>(P * rows)), all_out(static_cast<size_t>(P * rows * dim));
   {
-    ExchangeTimer timer(static_cast<int64_t>((all_lse.size() + all_out.size()) * sizeof(float)));
+    CpExchangeTimer timer(static_cast<int64_t>((all_lse.size() + all_out.size()) * sizeof(float)));
     comm.all_gather(lse, all_lse.data(), static_cast<size_t>(rows), DType::kF32, stream);
     comm.all_gather(out, all_out.data(), static_cast<size_t>(rows * dim), DType::kF32, stream);
   }
@@ -120,13 +111,46 @@ void distributed_topk(Communicator& comm, const float* scores, const int32_t* id
     std::copy_n(scores, per_rank, all_scores.data());
     std::copy_n(ids, per_rank, all_ids.data());
   } else {
-    ExchangeTimer timer(static_cast<int64_t>(P * per_rank * (sizeof(float) + sizeof(int32_t))));
+    CpExchangeTimer timer(static_cast<int64_t>(P * per_rank * (sizeof(float) + sizeof(int32_t))));
     comm.all_gather(scores, all_scores.data(), per_rank, DType::kF32, stream);
     comm.all_gather(ids, all_ids.data(), per_rank, DType::kI32, stream);
   }
   std::vector<float> cand_s(static_cast<size_t>(P * k));
   std::vector<int32_t> cand_i(static_cast<size_t>(P * k));
+  std::vector<int64_t> head(static_cast<size_t>(P));
   for (int64_t q = 0; q < queries; ++q) {
+    // Usually every rank's list is already in the candidate order with its padding last (a local top-k):
+    // then a P-way merge of the list heads gives the same ids in the same order as select_topk, in O(P k).
+    bool sorted = true;
+    for (int p = 0; p < P && sorted; ++p) {
+      const float* sc = all_scores.data() + p * per_rank + q * k;
+      const int32_t* id = all_ids.data() + p * per_rank + q * k;
+      for (int64_t j = 1; j < k && sorted; ++j) {
+        if (id[j] < 0) continue;
+        sorted = id[j - 1] >= 0 && before(sc[j - 1], id[j - 1], sc[j], id[j]);
+      }
+    }
+    if (sorted) {
+      std::fill(head.begin(), head.end(), 0);
+      for (int64_t j = 0; j < k; ++j) {
+        int best = -1;
+        float best_s = 0.0f;
+        int32_t best_i = -1;
+        for (int p = 0; p < P; ++p) {
+          if (head[p] >= k) continue;
+          const int64_t at = p * per_rank + q * k + head[p];
+          if (all_ids[at] < 0) continue;
+          if (best < 0 || before(all_scores[at], all_ids[at], best_s, best_i)) {
+            best = p;
+            best_s = all_scores[at];
+            best_i = all_ids[at];
+          }
+        }
+        out_ids[q * k + j] = best_i;
+        if (best >= 0) ++head[best];
+      }
+      continue;
+    }
     for (int p = 0; p < P; ++p) {
       std::copy_n(all_scores.data() + p * per_rank + q * k, k, cand_s.data() + p * k);
       std::copy_n(all_ids.data() + p * per_rank + q * k, k, cand_i.data() + p * k);

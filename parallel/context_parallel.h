@@ -20,6 +20,7 @@
 // higher score first, then lower id (the order used everywhere here; NaN scores are not supported).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 
 #include "parallel/communicator.h"
@@ -62,13 +63,15 @@ void select_topk(const float* scores, const int32_t* ids, int64_t n, int64_t k, 
 /// Collective over `comm`: for each of `queries` queries every rank passes k local candidates
 /// (scores [queries, k], ids [queries, k], id -1 = padding, ids distinct across ranks); every rank gets the
 /// global top-k ids per query (out_ids [queries, k], ordered as select_topk, -1 padding). Equal to
-/// select_topk over the union of all ranks' candidates.
+/// select_topk over the union of all ranks' candidates. Lists already in that order with their padding last
+/// (a local select_topk) are merged in O(P k) per query; other lists are sorted.
 void distributed_topk(Communicator& comm, const float* scores, const int32_t* ids, int64_t queries, int64_t k,
                       int32_t* out_ids, Stream stream = kDefaultStream);
 
 /// Wall time, bytes received and calls of the collectives above (merge_attention_partials and
-/// distributed_topk with more than one rank), summed over the process since the last reset: what a benchmark
-/// reports as exchange time. The time includes waiting for the slowest peer to arrive. Thread-safe (relaxed
+/// distributed_topk with more than one rank) and of every scope timed by CpExchangeTimer (the model's row
+/// gathers and partial exchanges), summed over the process since the last reset: what a benchmark reports as
+/// exchange time. The time includes waiting for the slowest peer to arrive. Thread-safe (relaxed
 /// counters); in-process rank threads share one total.
 struct CpExchangeStats {
   double seconds = 0.0;
@@ -77,5 +80,19 @@ struct CpExchangeStats {
 };
 CpExchangeStats cp_exchange_stats();
 void reset_cp_exchange_stats();
+
+/// Adds its own lifetime (wall time), `bytes` received and one call to the counters of cp_exchange_stats():
+/// wrap a CP collective made elsewhere in one.
+class CpExchangeTimer {
+ public:
+  explicit CpExchangeTimer(int64_t bytes) : bytes_(bytes), t0_(std::chrono::steady_clock::now()) {}
+  ~CpExchangeTimer();
+  CpExchangeTimer(const CpExchangeTimer&) = delete;
+  CpExchangeTimer& operator=(const CpExchangeTimer&) = delete;
+
+ private:
+  int64_t bytes_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 }  // namespace dsv4::parallel

@@ -2,8 +2,8 @@
 //
 // DSV4_FAULT_INJECT='rank=R,at=POINT[#N]' makes the N-th (default first) arrival of rank R at POINT throw
 // Error(kInternal, "injected fault ..."). Communicator backends call it at the start of every operation
-// with the operation name ("all_reduce", "all_to_all_v", "send", ...) and the rank in that communicator;
-// programs may add their own points. Unset (the default) costs one branch per call.
+// with the operation name ("all_reduce", "all_to_all_v", "send", ..., "window_fence" for SharedWindow::fence)
+// and the rank in that communicator (the world rank for "mpi"); programs may add their own points. Unset (the default) costs one branch per call.
 #pragma once
 
 #include <string>

@@ -1,4 +1,5 @@
-// EP dispatch/combine: counting sort by (destination, local expert), two all_to_all_v, block regrouping.
+// EP dispatch/combine: counting sort by (destination, local expert), then two all_to_all_v with block
+// regrouping, or (kShared) a count all_gather and direct writes into a node-shared window.
 #include "parallel/moe_dispatch.h"
 
 #include <algorithm>
@@ -50,7 +51,47 @@ std::vector<size_t> scaled(const std::vector<size_t>& counts, size_t scale) {
   return out;
 }
 
+// The shared window's segment: [header | rows region | output region]. The header holds the byte offset of
+// the owner's expert output (rows region when combine got result().rows, else the output region).
+constexpr size_t kWindowHeaderBytes = 64;
+
+size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
+// One token of combine: y = sum over k ascending of w[k] * rows[k] (null rows skipped), accumulated in f32 and
+// rounded once. Every exchange calls this same function, so their results are bitwise identical.
+void combine_token(const std::byte* const* rows, const float* w, int top_k, DType dtype, size_t h, float* acc,
+                   std::byte* y) {
+  std::fill(acc, acc + h, 0.0f);
+  for (int k = 0; k < top_k; ++k) {
+    if (!rows[k]) continue;
+    const float wk = w[k];
+    if (dtype == DType::kF32) {
+      const float* r = reinterpret_cast<const float*>(rows[k]);
+      for (size_t i = 0; i < h; ++i) acc[i] += wk * r[i];
+    } else {
+      const uint16_t* r = reinterpret_cast<const uint16_t*>(rows[k]);
+      for (size_t i = 0; i < h; ++i) acc[i] += wk * bf16_to_f32(r[i]);
+    }
+  }
+  if (dtype == DType::kF32) {
+    std::memcpy(y, acc, h * sizeof(float));
+  } else {
+    uint16_t* o = reinterpret_cast<uint16_t*>(y);
+    for (size_t i = 0; i < h; ++i) o[i] = f32_to_bf16(acc[i]);
+  }
+}
+
 }  // namespace
+
+const char* moe_exchange_name(MoeExchange exchange) {
+  switch (exchange) {
+    case MoeExchange::kAuto: return "auto";
+    case MoeExchange::kSingle: return "single";
+    case MoeExchange::kPerExpert: return "per-expert";
+    case MoeExchange::kShared: return "shared";
+  }
+  return "?";
+}
 
 std::byte* MoeDispatcher::Workspace::get(size_t bytes) {
   if (bytes > size_ || !data_) {
@@ -82,6 +123,19 @@ const MoeDispatchResult& MoeDispatcher::dispatch(const MoeDispatchInput& input, 
   out.first_local_expert = ep_.rank() * local_experts_;
   dispatched_ = false;
 
+  // 0. Once: does the group share a node? Collective, and the answer is the same on every rank, so every
+  //    rank takes the same exchange. The window starts with no row capacity and grows on first use.
+  const bool want_shared = config_.exchange == MoeExchange::kAuto || config_.exchange == MoeExchange::kShared;
+  if (want_shared && !window_probed_) {
+    window_ = ep_.make_shared_window(kWindowHeaderBytes);
+    window_probed_ = true;
+    window_rows_bytes_ = 0;
+  }
+  DSV4_CHECK_CODE(window_ || config_.exchange != MoeExchange::kShared, ErrorCode::kUnsupported)
+      << "moe dispatch: the shared exchange needs every rank of the " << n << "-rank EP group on one node with a "
+      << "host-memory backend; '" << ep_.backend_name() << "' gives no shared window here";
+  const bool shared = window_ != nullptr;
+
   // 1. Count rows per (destination, local expert) and place slots by counting sort: the send order is
   //    (destination, local expert, slot), which makes every destination's block already grouped by expert.
   //    Expert e is (destination e / local, local expert e % local), so the counts are indexed by e.
@@ -102,14 +156,21 @@ const MoeDispatchResult& MoeDispatcher::dispatch(const MoeDispatchInput& input, 
   }
   std::vector<int64_t> next = send_start_;
   out.slot_to_send_row.assign(static_cast<size_t>(slots), -1);
+  for (int64_t s = 0; s < slots; ++s) {
+    const int32_t e = input.expert_ids[s];
+    if (e != -1) out.slot_to_send_row[s] = next[static_cast<size_t>(e)]++;
+  }
+  if (shared) {
+    dispatch_shared(input, stream);
+    used_ = MoeExchange::kShared;
+    dispatched_ = true;
+    return out;
+  }
   std::byte* send_buf = send_.get(static_cast<size_t>(total) * row_bytes_);
   const auto* x = static_cast<const std::byte*>(input.x);
   for (int64_t s = 0; s < slots; ++s) {
-    const int32_t e = input.expert_ids[s];
-    if (e == -1) continue;
-    const int64_t row = next[static_cast<size_t>(e)]++;
-    out.slot_to_send_row[s] = row;
-    std::memcpy(send_buf + row * row_bytes_, x + (s / input.top_k) * row_bytes_, row_bytes_);
+    const int64_t row = out.slot_to_send_row[s];
+    if (row >= 0) std::memcpy(send_buf + row * row_bytes_, x + (s / input.top_k) * row_bytes_, row_bytes_);
   }
 
   // 2. Exchange the per-expert counts: to every rank, its local_experts counts followed by this rank's total
@@ -169,14 +230,15 @@ const MoeDispatchResult& MoeDispatcher::dispatch(const MoeDispatchInput& input, 
   //    (measured on the 2-core VM, docs/PERFORMANCE.md), not for decode-sized batches.
   const int64_t average_block_bytes =
       group_rows * static_cast<int64_t>(row_bytes_) / (static_cast<int64_t>(n) * n * local_experts_);
-  per_expert_ = config_.exchange == MoeExchange::kPerExpert ||
-                (config_.exchange == MoeExchange::kAuto &&
-                 (local_experts_ == 1 || average_block_bytes >= kPerExpertMinBlockBytes));
+  const bool per_expert = config_.exchange == MoeExchange::kPerExpert ||
+                          (config_.exchange == MoeExchange::kAuto &&
+                           (local_experts_ == 1 || average_block_bytes >= kPerExpertMinBlockBytes));
+  used_ = per_expert ? MoeExchange::kPerExpert : MoeExchange::kSingle;
 
   // 6. Exchange the rows.
   std::byte* rows = rows_.get(received * row_bytes_);
   const size_t h = static_cast<size_t>(config_.hidden);
-  if (per_expert_) {
+  if (per_expert) {
     std::vector<size_t> sc(n), sd(n), rc(n), rd(n);
     for (int e = 0; e < local_experts_; ++e) {
       for (int p = 0; p < n; ++p) {
@@ -202,6 +264,7 @@ const MoeDispatchResult& MoeDispatcher::dispatch(const MoeDispatchInput& input, 
 
 void MoeDispatcher::combine(const void* expert_out, const float* weights, void* y, Stream stream) {
   DSV4_CHECK_CODE(dispatched_, ErrorCode::kInternal) << "moe combine without a completed dispatch";
+  if (used_ == MoeExchange::kShared) return combine_shared(expert_out, weights, y);
   const MoeDispatchResult& d = result_;
   const int n = ep_.size();
   const size_t h = static_cast<size_t>(config_.hidden);
@@ -211,7 +274,7 @@ void MoeDispatcher::combine(const void* expert_out, const float* weights, void* 
   for (size_t c : d.send_rows) sent += c;
   std::byte* returned = returned_.get(sent * row_bytes_);
   const auto* grouped = static_cast<const std::byte*>(expert_out);
-  if (per_expert_) {
+  if (used_ == MoeExchange::kPerExpert) {
     std::vector<size_t> sc(n), sd(n), rc(n), rd(n);
     for (int e = 0; e < local_experts_; ++e) {
       for (int p = 0; p < n; ++p) {
@@ -233,27 +296,147 @@ void MoeDispatcher::combine(const void* expert_out, const float* weights, void* 
 
   // 2. Weighted sum in token order, k ascending, f32 accumulation, one rounding.
   std::vector<float> acc(h);
+  std::vector<const std::byte*> rows(static_cast<size_t>(d.top_k));
   for (int64_t t = 0; t < d.num_tokens; ++t) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
     for (int k = 0; k < d.top_k; ++k) {
-      const int64_t slot = t * d.top_k + k;
-      const int64_t row = d.slot_to_send_row[slot];
-      if (row < 0) continue;
-      const float w = weights[slot];
-      if (config_.dtype == DType::kF32) {
-        const float* r = reinterpret_cast<const float*>(returned + row * row_bytes_);
-        for (size_t i = 0; i < h; ++i) acc[i] += w * r[i];
-      } else {
-        const uint16_t* r = reinterpret_cast<const uint16_t*>(returned + row * row_bytes_);
-        for (size_t i = 0; i < h; ++i) acc[i] += w * bf16_to_f32(r[i]);
+      const int64_t row = d.slot_to_send_row[t * d.top_k + k];
+      rows[k] = row < 0 ? nullptr : returned + row * row_bytes_;
+    }
+    combine_token(rows.data(), weights + t * d.top_k, d.top_k, config_.dtype, h, acc.data(),
+                  static_cast<std::byte*>(y) + t * row_bytes_);
+  }
+}
+
+
+// kShared dispatch, after the counting sort (send_counts_, send_start_, slot_to_send_row are set).
+void MoeDispatcher::dispatch_shared(const MoeDispatchInput& input, Stream stream) {
+  MoeDispatchResult& out = result_;
+  const int n = ep_.size(), r = ep_.rank(), local = local_experts_, experts = config_.num_experts;
+  const int64_t slots = input.num_tokens * input.top_k;
+
+  // 1. Every rank's counts per expert id: the [source, destination, local expert] matrix, known to all. This
+  //    collective also orders the previous combine's reads of the window (every rank finished them before
+  //    entering it) before this dispatch's writes.
+  count_matrix_.resize(static_cast<size_t>(n) * experts);
+  ep_.all_gather(send_counts_.data(), count_matrix_.data(), static_cast<size_t>(experts), DType::kI64, stream);
+  for (size_t i = 0; i < count_matrix_.size(); ++i)
+    DSV4_CHECK_CODE(count_matrix_[i] >= 0, ErrorCode::kRemote)
+        << "moe dispatch: rank " << i / experts << " announced " << count_matrix_[i] << " rows for expert "
+        << i % experts;
+  const auto at = [&](int source, int dest, int e) {
+    return count_matrix_[static_cast<size_t>(source) * experts + static_cast<size_t>(dest) * local + e];
+  };
+
+  // 2. Every owner's layout (by local expert, then source, then the source's slot order): where this rank's
+  //    rows go in each owner (remote_start_) and where each source's rows land here (grouped_start_).
+  remote_start_.resize(static_cast<size_t>(experts));
+  grouped_start_.resize(static_cast<size_t>(n) * local);
+  out.recv_counts.assign(static_cast<size_t>(n) * local, 0);
+  out.num_tokens_per_expert.assign(static_cast<size_t>(local), 0);
+  out.expert_offsets.assign(static_cast<size_t>(local) + 1, 0);
+  int64_t max_rows = 0;
+  for (int dest = 0; dest < n; ++dest) {
+    int64_t row = 0;
+    for (int e = 0; e < local; ++e) {
+      if (dest == r) out.expert_offsets[e] = row;
+      for (int source = 0; source < n; ++source) {
+        const int64_t c = at(source, dest, e);
+        if (source == r) remote_start_[static_cast<size_t>(dest) * local + e] = row;
+        if (dest == r) {
+          grouped_start_[static_cast<size_t>(source) * local + e] = row;
+          out.recv_counts[static_cast<size_t>(source) * local + e] = c;
+          out.num_tokens_per_expert[e] += c;
+        }
+        row += c;
       }
     }
-    if (config_.dtype == DType::kF32) {
-      std::memcpy(static_cast<std::byte*>(y) + t * row_bytes_, acc.data(), row_bytes_);
-    } else {
-      uint16_t* o = reinterpret_cast<uint16_t*>(static_cast<std::byte*>(y) + t * row_bytes_);
-      for (size_t i = 0; i < h; ++i) o[i] = f32_to_bf16(acc[i]);
+    if (dest == r) out.expert_offsets[local] = row;
+    max_rows = std::max(max_rows, row);
+  }
+  out.num_rows = out.expert_offsets[local];
+  out.send_rows.assign(static_cast<size_t>(n), 0);
+  out.recv_rows.assign(static_cast<size_t>(n), 0);
+  for (int p = 0; p < n; ++p)
+    for (int e = 0; e < local; ++e) {
+      out.send_rows[p] += static_cast<size_t>(at(r, p, e));
+      out.recv_rows[p] += static_cast<size_t>(at(p, r, e));
     }
+
+  // 3. Growth: every rank computed the same max_rows, so all re-allocate together (a collective). The old
+  //    window is freed first (its contents are dead: the previous combine is over) to keep the peak low;
+  //    capacity at least doubles, so a growing workload re-allocates O(log) times.
+  const size_t needed = static_cast<size_t>(max_rows) * row_bytes_;
+  if (needed > window_rows_bytes_) {
+    const size_t rows_bytes = round_up(std::max(needed, 2 * window_rows_bytes_), kWindowHeaderBytes);
+    window_.reset();
+    window_rows_bytes_ = 0;
+    window_ = ep_.make_shared_window(kWindowHeaderBytes + 2 * rows_bytes);
+    DSV4_CHECK_CODE(window_ != nullptr, ErrorCode::kInternal)
+        << "moe dispatch: the EP group's shared window could not be re-created";
+    window_rows_bytes_ = rows_bytes;
+  }
+
+  // 4. Each routed slot's row, copied once from the token straight into its place in the owner's segment.
+  slot_owner_.assign(static_cast<size_t>(slots), -1);
+  slot_row_.assign(static_cast<size_t>(slots), -1);
+  std::vector<std::byte*> rows_of(static_cast<size_t>(n));
+  for (int p = 0; p < n; ++p) rows_of[p] = window_->segment(p) + kWindowHeaderBytes;
+  const auto* x = static_cast<const std::byte*>(input.x);
+  for (int64_t s = 0; s < slots; ++s) {
+    const int64_t send_row = out.slot_to_send_row[s];
+    if (send_row < 0) continue;
+    const auto e = static_cast<size_t>(input.expert_ids[s]);
+    const int dest = static_cast<int>(e) / local;
+    // The slot's place inside this rank's block for (dest, local expert) is its place in the send order's
+    // block for the same expert id: both are slot order.
+    const int64_t row = remote_start_[e] + (send_row - send_start_[e]);
+    slot_owner_[s] = dest;
+    slot_row_[s] = row;
+    std::memcpy(rows_of[dest] + row * row_bytes_, x + (s / input.top_k) * row_bytes_, row_bytes_);
+  }
+  window_->fence();
+  out.rows = rows_of[r];
+  combined_ = false;
+}
+
+void MoeDispatcher::combine_shared(const void* expert_out, const float* weights, void* y) {
+  const MoeDispatchResult& d = result_;
+  const int n = ep_.size();
+  const size_t h = static_cast<size_t>(config_.hidden);
+
+  // 1. This rank's expert output into its segment (already there when it is result().rows), and its offset into
+  //    the header for the sources to read after the fence.
+  // A second combine of the same dispatch would overwrite what slower peers may still be reading.
+  if (combined_) window_->fence();
+  combined_ = true;
+  std::byte* mine = window_->segment(ep_.rank());
+  int64_t out_offset = static_cast<int64_t>(kWindowHeaderBytes);
+  if (expert_out != d.rows) {
+    out_offset += static_cast<int64_t>(window_rows_bytes_);
+    if (d.num_rows) std::memcpy(mine + out_offset, expert_out, static_cast<size_t>(d.num_rows) * row_bytes_);
+  }
+  std::memcpy(mine, &out_offset, sizeof out_offset);
+  window_->fence();
+
+  // 2. The weighted sum reads every result in place in its owner's segment. No fence after it: the next
+  //    dispatch's count all_gather, which every rank enters only after these reads, orders them before any
+  //    rank writes the window again (and before a growth frees it).
+  std::vector<const std::byte*> results_of(static_cast<size_t>(n));
+  for (int p = 0; p < n; ++p) {
+    int64_t offset = 0;
+    std::memcpy(&offset, window_->segment(p), sizeof offset);
+    results_of[p] = window_->segment(p) + offset;
+  }
+  std::vector<float> acc(h);
+  std::vector<const std::byte*> rows(static_cast<size_t>(d.top_k));
+  for (int64_t t = 0; t < d.num_tokens; ++t) {
+    for (int k = 0; k < d.top_k; ++k) {
+      const size_t slot = static_cast<size_t>(t * d.top_k + k);
+      const int owner = slot_owner_[slot];
+      rows[k] = owner < 0 ? nullptr : results_of[owner] + slot_row_[slot] * row_bytes_;
+    }
+    combine_token(rows.data(), weights + t * d.top_k, d.top_k, config_.dtype, h, acc.data(),
+                  static_cast<std::byte*>(y) + t * row_bytes_);
   }
 }
 

@@ -18,9 +18,12 @@
 // collectives. Rows are F32 or BF16 of width `hidden`.
 //
 // The rows travel either in one all_to_all_v followed by a regrouping copy, or in one all_to_all_v per
-// local expert whose displacements land every block in place (MoeExchange). kAuto decides from the
-// group-wide row count, which the count exchange carries to every rank, so all ranks make the same number
-// of collectives.
+// local expert whose displacements land every block in place, or, when the whole group shares one node,
+// through no collective at all: each rank writes its rows straight into their places in the owners'
+// segments of a SharedWindow and reads its results back from them in combine (MoeExchange::kShared,
+// DeepEP's intranode path on CPU ranks). kAuto takes kShared whenever the window exists, else decides from
+// the group-wide row count, which the count exchange carries to every rank, so all ranks make the same
+// number of collectives.
 #pragma once
 
 #include <cstddef>
@@ -32,13 +35,20 @@
 
 namespace dsv4::parallel {
 
-/// How rows travel. Both give identical results; they differ in copies and collective count.
+/// How rows travel. All give bitwise identical results; they differ in copies and collective count.
 enum class MoeExchange {
-  kAuto,       // kPerExpert when there is one local expert or the average (source, expert) block of the
-               // group is at least 32 KiB (prefill-sized batches), else kSingle (decode-sized batches)
+  kAuto,       // kShared when the group has a SharedWindow (one node); otherwise kPerExpert when there is one
+               // local expert or the average (source, expert) block of the group is at least 32 KiB
+               // (prefill-sized batches), else kSingle (decode-sized batches)
   kSingle,     // one all_to_all_v of rows, then a local copy regrouping them by expert (and back in combine)
   kPerExpert,  // one all_to_all_v per local expert, landing rows in place: no regrouping copies
+  kShared,     // node-shared window: one all_gather of counts, each row copied once into the owner's segment,
+               // combine reads results in place (one copy when expert_out is not result().rows); dispatch
+               // throws kUnsupported when the group has no window (several hosts, device backends)
 };
+
+/// "auto", "single", "per-expert", "shared".
+const char* moe_exchange_name(MoeExchange exchange);
 
 struct MoeDispatchConfig {
   int num_experts = 0;  // routed experts over the whole EP group; divisible by the group size
@@ -91,6 +101,8 @@ class MoeDispatcher {
 
   const MoeDispatchResult& result() const { return result_; }
   const MoeDispatchConfig& config() const { return config_; }
+  /// The exchange the last dispatch used (never kAuto; kAuto before the first dispatch).
+  MoeExchange last_exchange() const { return used_; }
 
  private:
   /// Grow-only byte storage that is never zero-filled.
@@ -109,11 +121,23 @@ class MoeDispatcher {
   size_t row_bytes_;
   MoeDispatchResult result_;
   bool dispatched_ = false;
-  bool per_expert_ = false;             // the exchange the last dispatch used (combine mirrors it)
+  MoeExchange used_ = MoeExchange::kAuto;  // the exchange the last dispatch used (combine mirrors it)
   std::vector<int64_t> send_counts_;     // [size * local experts] rows per (destination, expert) = per expert id
   std::vector<int64_t> send_start_;      // first send row of each (destination, expert) block
   std::vector<int64_t> grouped_start_;   // [size * local experts]: first grouped row of each (source, expert)
   Workspace send_, recv_, rows_, by_source_, returned_;
+
+  // kShared. Segment layout: [header | rows region | output region], both regions window_rows_bytes_.
+  void dispatch_shared(const MoeDispatchInput& input, Stream stream);
+  void combine_shared(const void* expert_out, const float* weights, void* y);
+  std::unique_ptr<SharedWindow> window_;  // null: not probed yet, not available, or not wanted
+  bool window_probed_ = false;
+  bool combined_ = false;                 // combine already ran for the last (shared) dispatch
+  size_t window_rows_bytes_ = 0;
+  std::vector<int64_t> count_matrix_;    // [source, expert id]: every rank's send_counts_
+  std::vector<int64_t> remote_start_;    // [expert id]: first row of this rank's block in the owner's layout
+  std::vector<int32_t> slot_owner_;      // [slot]: rank owning the slot's expert (-1 unused)
+  std::vector<int64_t> slot_row_;        // [slot]: the slot's row in its owner's layout
 };
 
 }  // namespace dsv4::parallel

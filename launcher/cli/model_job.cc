@@ -1,4 +1,5 @@
-// run_model_job: MPI start-up, alike checks, sharded load, and the rank's body under run_rank_main.
+// run_model_job: MPI start-up (none for a plain process), alike checks, sharded load, and the rank's body under
+// run_rank_main.
 #include "launcher/cli/model_job.h"
 
 #include <mpi.h>
@@ -7,6 +8,7 @@
 #include <cstdlib>
 #include <exception>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "parallel/rank_main.h"
@@ -49,12 +51,22 @@ class MpiSession {
   bool owns_ = false;
 };
 
-}  // namespace
+// True when an MPI launcher (mpirun, srun, mpiexec) started this process as a rank of a job.
+bool started_by_mpi_launcher() {
+  return env::is_set(env::kOmpiWorldSize) || env::is_set(env::kPmixRank) || env::is_set(env::kPmiRank);
+}
 
-void run_model_job(const ModelJobArgs& args, const std::function<void(const ModelConfig&)>& precheck,
-                   const std::function<void(ModelJob&)>& body) {
-  MpiSession mpi;
-  std::unique_ptr<parallel::Bootstrap> bootstrap = parallel::make_mpi_bootstrap();
+// Ends the process with `code` after the job's failure was reported; MPI is finalized first when in use.
+[[noreturn]] void exit_job(int code, bool mpi) {
+  if (mpi) MPI_Finalize();
+  std::exit(code);
+}
+
+// The job over `bootstrap`, whose ranks use communicators of `backend` ("mpi", or "inproc" for one plain
+// process); `mpi`: MPI is initialised (and must be finalized before exiting).
+void run_job(std::unique_ptr<parallel::Bootstrap> bootstrap, std::string_view backend, bool mpi,
+             const ModelJobArgs& args, const std::function<void(const ModelConfig&)>& precheck,
+             const std::function<void(ModelJob&)>& body) {
   set_log_rank(bootstrap->rank());
   const int world_size = bootstrap->size();
 
@@ -98,12 +110,11 @@ void run_model_job(const ModelJobArgs& args, const std::function<void(const Mode
     }
     bootstrap->barrier();
     bootstrap.reset();
-    MPI_Finalize();
-    std::exit(code);
+    exit_job(code, mpi);
   }
 
   std::unique_ptr<parallel::Communicator> world;
-  int rc = parallel::run_rank_main(*bootstrap, nullptr, [&] { world = parallel::make_communicator("mpi", *bootstrap); });
+  int rc = parallel::run_rank_main(*bootstrap, nullptr, [&] { world = parallel::make_communicator(backend, *bootstrap); });
   if (rc == 0) {
     job.world = world.get();
     rc = parallel::run_rank_main(*bootstrap, world.get(), [&] {
@@ -123,9 +134,23 @@ void run_model_job(const ModelJobArgs& args, const std::function<void(const Mode
   bootstrap.reset();
   if (rc != 0) {
     // Reached only where abort() returns (it does not over MPI); the message is already printed.
-    MPI_Finalize();
-    std::exit(rc);
+    exit_job(rc, mpi);
   }
+}
+
+}  // namespace
+
+void run_model_job(const ModelJobArgs& args, const std::function<void(const ModelConfig&)>& precheck,
+                   const std::function<void(ModelJob&)>& body) {
+  if (!started_by_mpi_launcher()) {
+    // One plain process (the layout check still refuses anything that needs more ranks): a one-rank in-process
+    // world instead of a singleton MPI_Init, which costs about 0.5 s with Open MPI (it starts a daemon).
+    parallel::InProcWorld world(1);
+    run_job(world.bootstrap(0), "inproc", /*mpi=*/false, args, precheck, body);
+    return;
+  }
+  MpiSession mpi;
+  run_job(parallel::make_mpi_bootstrap(), "mpi", /*mpi=*/true, args, precheck, body);
 }
 
 }  // namespace dsv4::cli

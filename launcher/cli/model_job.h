@@ -1,5 +1,6 @@
-// One rank of a model job for the tools that run the model (`dsv4 forward`, `dsv4 generate`): MPI start-up (a
-// single rank without mpirun), the layout (launcher/layout_args.h), checks that every rank makes alike before
+// One rank of a model job for the tools that run the model (`dsv4 forward`, `dsv4 generate`): MPI start-up under
+// an MPI launcher (a process started without one is a single rank over a one-rank in-process world: no MPI at
+// all), the layout (launcher/layout_args.h), checks that every rank makes alike before
 // any collective, the sharded load and the Engine, and the rank-level error handling.
 //
 // Errors every rank detects alike (bad flags, a layout the model cannot take, bad token ids, an unreadable

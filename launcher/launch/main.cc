@@ -1,7 +1,8 @@
 // `dsv4-launch`: plans, starts and simulates deployments.
 //   plan CONFIG                 layout, ownership and memory per rank; refuses layouts the model cannot take
 //   run CONFIG                  execs the mpirun command line (--dry-run prints it)
-//   slurm CONFIG                writes an sbatch script (--submit runs sbatch on it)
+//   slurm CONFIG [-- STEP...]   writes an sbatch script (--submit runs sbatch on it); the job step is the server,
+//                               or a workload given after -- (with --step-env, --results-dir, --after hooks)
 //   simulate ...                roofline performance model of one step (and a sweep over GPU counts)
 //   gemm / collective ...       the simulator's primitives on their own (for checks and validation)
 #include <CLI/CLI.hpp>
@@ -19,6 +20,7 @@
 #include "launcher/launch/simulator_mla.h"
 #include "runtime/config/deployment_config.h"
 #include "runtime/config/model_config.h"
+#include "runtime/core/env.h"
 #include "runtime/core/error.h"
 #include "runtime/core/logging.h"
 
@@ -98,6 +100,7 @@ void setup_run(CLI::App& app) {
     o.hostfile = hostfile;
     o.server_bin = server_bin.empty() ? default_server_bin() : server_bin;
     o.server_args = server_args;
+    o.forward_library_path = env::is_set(env::kLdLibraryPath);
     const auto argv = mpirun_command(dep, o);
     if (dry_run) {
       std::cout << shell_join(argv) << "\n";
@@ -122,12 +125,25 @@ void setup_slurm(CLI::App& app) {
   cmd->add_option("--partition", o.partition, "Slurm partition");
   cmd->add_option("--time", o.time_limit, "time limit, e.g. 24:00:00");
   cmd->add_option("--server-bin", server_bin, "dsv4-server executable (default: beside dsv4-launch)");
+  cmd->add_option("step", o.step,
+                  "after --: the job step every rank runs instead of the server, e.g. -- dsv4 generate "
+                  "--deployment CONFIG --checkpoint DIR ... (a measurement workload)");
+  cmd->add_option("--step-env", o.step_env, "NAME=VALUE for the step's processes only (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--results-dir", o.results_dir, "folder exported to the job as DSV4_RESULTS_DIR (created)");
+  cmd->add_option("--after", o.after,
+                  "one shell command run after the step whatever its status (step output in "
+                  "LOG_DIR/<job>-<id>.step.out/.err; DSV4_STEP_STATUS, DSV4_STEP_STDOUT, DSV4_STEP_STDERR set)");
   cmd->add_flag("--submit", submit, "run sbatch on the script");
   cmd->callback([] {
     const DeploymentConfig dep = load_deployment_config(config);
     check_layout(load_model_config(dep.model_config), dep.layout);
     o.server_bin = server_bin.empty() ? default_server_bin() : server_bin;
     if (o.log_dir.is_relative()) o.log_dir = fs::absolute(o.log_dir).lexically_normal();
+    if (!o.results_dir.empty()) {
+      if (o.results_dir.is_relative()) o.results_dir = fs::absolute(o.results_dir).lexically_normal();
+      fs::create_directories(o.results_dir);
+    }
     const std::string script = sbatch_script(dep, o);
     const fs::path path = out.empty() ? fs::path("dsv4-" + dep.name + ".sbatch") : fs::path(out);
     {

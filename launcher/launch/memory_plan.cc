@@ -71,39 +71,21 @@ SequenceState sequence_state(const ModelConfig& m) {
   return s;
 }
 
-int64_t workspace_bytes(const ModelConfig& m, const ParallelLayout& l, int64_t tokens, int64_t context,
-                        double imbalance) {
-  const int64_t t = tokens;
-  const int64_t d = m.hidden_size;
-  int64_t bytes = 0;
-  bytes += 2 * t * m.hc_mult * d * 4;                  // residual streams in and out, fp32
-  bytes += t * (m.num_heads / l.tp) * m.head_dim * 2;  // query of this rank's heads, bf16
-  bytes += t * m.q_lora_rank * 2;                      // q_lora activations, bf16
-  const auto routed = static_cast<int64_t>(static_cast<double>(t * m.num_experts_per_token) * imbalance / l.tp);
-  bytes += routed * (d + d / 128 * 4);                // dispatch buffer: FP8 + one fp32 scale per 128
-  bytes += routed * d * 2;                            // combine buffer, bf16
-  bytes += routed * 2 * m.moe_intermediate_size * 2;  // expert gate/up output, bf16
-  bytes += t * ceil_div(m.vocab_size, l.tp) * 4;      // logits of this vocab shard, fp32
-  const int64_t rows = ceil_div(context, 4);
-  bytes += std::min<int64_t>(t, 128) * rows * 4;  // indexer score tile, fp32
-  return bytes;
-}
-
 MemoryPlan plan_memory(const ModelConfig& model, const DeploymentConfig& dep) {
   MemoryPlan p;
   const ParallelLayout& l = dep.layout;
   p.weights = weights_per_rank(model, l);
   p.state = sequence_state(model);
   p.sequences_per_rank = ceil_div(dep.scheduler.max_running, l.dp);
-  const int64_t step_tokens = ceil_div(dep.scheduler.max_batch_tokens, l.dp);
   const int64_t max_context = dep.scheduler.max_prompt_tokens;
-  p.workspace = workspace_bytes(model, l, step_tokens, max_context);
+  p.workspace = deployment_workspace_bytes(model, l, dep.scheduler);
   const int64_t fixed_state = p.sequences_per_rank * (p.state.ring_bytes + p.state.compressor_bytes);
   const int64_t longest_growth = p.state.at(max_context, l.cp) - p.state.ring_bytes - p.state.compressor_bytes;
   p.required = p.weights.total() + p.workspace + fixed_state + longest_growth;
   p.budget = dep.memory_budget_per_rank;
   const int64_t left = p.budget - p.weights.total() - p.workspace - fixed_state;
   p.max_context_sequences = longest_growth > 0 ? std::max<int64_t>(0, left / longest_growth) : 0;
+  p.state_budget = RankMemory{0, p.budget, p.weights.total(), p.workspace}.state();
   return p;
 }
 
@@ -132,6 +114,7 @@ nlohmann::json plan_to_json(const ModelConfig& m, const DeploymentConfig& dep, c
   j["required"] = p.required;
   j["budget"] = p.budget;
   j["max_context_sequences"] = p.max_context_sequences;
+  j["state_budget"] = p.state_budget;
   j["fits"] = p.fits();
   return j;
 }
@@ -185,6 +168,10 @@ std::string format_plan(const ModelConfig& m, const DeploymentConfig& dep, const
   o << "  budget          " << format_bytes(static_cast<double>(p.budget)) << " -> "
     << (p.fits() ? "FITS" : "DOES NOT FIT") << "; " << p.max_context_sequences
     << " sequence(s) at max_prompt_tokens fit in what is left\n";
+  o << "  state budget    "
+    << (p.state_budget > 0 ? format_bytes(static_cast<double>(p.state_budget)) : std::string("none"))
+    << " = budget - weights - workspace (dsv4-server's state pool per rank"
+    << (p.state_budget > 0 ? ")\n" : "; it refuses to start)\n");
   return o.str();
 }
 

@@ -9,6 +9,7 @@
 
 #include "runtime/config/deployment_config.h"
 #include "runtime/config/model_config.h"
+#include "runtime/kv/memory_budget.h"  // workspace_bytes: the server subtracts the same workspace
 
 namespace dsv4::launch {
 
@@ -40,24 +41,18 @@ RankWeights weights_per_rank(const ModelConfig& model, const ParallelLayout& lay
 /// Decode state per sequence for `model`.
 SequenceState sequence_state(const ModelConfig& model);
 
-/// Activation workspace of one rank for a step of `tokens` tokens (per attention replica) at `context`:
-/// residual streams (hc_mult x D, fp32, twice), the query of this rank's heads (bf16), MoE dispatch (FP8 +
-/// scales) and combine (bf16) buffers for top-k copies times `imbalance` (headroom over the mean load of a
-/// rank, for routing noise and skew), the expert intermediate
-/// (2F, bf16), logits of this rank's vocab shard (fp32) and the indexer score tile (128 queries x every
-/// compressed row, fp32; the indexer is chunked by query so the workspace stays bounded at long context).
-int64_t workspace_bytes(const ModelConfig& model, const ParallelLayout& layout, int64_t tokens, int64_t context,
-                        double imbalance = 2.0);
-
 /// The whole plan of a deployment.
 struct MemoryPlan {
   RankWeights weights;
   SequenceState state;
   int64_t sequences_per_rank = 0;  // ceil(max_running / dp): the scheduler's sequences land on one replica
-  int64_t workspace = 0;           // for max_batch_tokens / dp tokens at max_prompt_tokens context
+  int64_t workspace = 0;           // deployment_workspace_bytes: max_batch_tokens / dp tokens at max_prompt_tokens
   int64_t required = 0;            // weights + workspace + fixed state of every sequence + one longest prompt
   int64_t budget = 0;
   int64_t max_context_sequences = 0;  // sequences at max_prompt_tokens the rest of the budget holds (>= 0)
+  /// budget - weights - workspace: what dsv4-server gives each rank's state pool (RankMemory::state()); <= 0
+  /// means the server refuses to start.
+  int64_t state_budget = 0;
   bool fits() const { return required <= budget; }
 };
 

@@ -102,6 +102,20 @@ const char* part_name(Part part) {
 }
 
 // ---- the step model ----------------------------------------------------------------------------------
+void StepResult::finish_serial() {
+  compute = 0;
+  communication = 0;
+  for (int p = 0; p < kNumParts; ++p) {
+    if (p == kDispatchCombine || p == kTpCollectives) {
+      communication += seconds[p];
+    } else {
+      compute += seconds[p];
+    }
+    if (seconds[p] > seconds[bottleneck]) bottleneck = static_cast<Part>(p);
+  }
+  total = compute + communication;
+}
+
 namespace {
 
 using sim_detail::Device;
@@ -222,15 +236,7 @@ StepResult step(const ModelConfig& m, const SimSetup& s, const HardwareProfile& 
       3.0 * logit_tokens * vshard * 4.0 / dev.bandwidth + allgather_time(logit_tokens * 64 * 8.0, l.tp, tp_bw, tp_lat));
   add(kOther, hw.get("step_overhead"));
 
-  for (int p = 0; p < kNumParts; ++p) {
-    if (p == kDispatchCombine || p == kTpCollectives) {
-      out.communication += out.seconds[p];
-    } else {
-      out.compute += out.seconds[p];
-    }
-    if (out.seconds[p] > out.seconds[out.bottleneck]) out.bottleneck = static_cast<Part>(p);
-  }
-  out.total = out.compute + out.communication;  // serial; simulate() applies the overlap
+  out.finish_serial();  // simulate() then applies the overlap
   return out;
 }
 

@@ -105,6 +105,10 @@ struct StepResult {
   double tokens = 0;               // tokens one replica processes in the step
   double max_copies_per_rank = 0;  // expert token copies on the busiest EP rank
   Part bottleneck = kDenseGemm;
+
+  /// Sums seconds[] into compute and communication (dispatch/combine and TP collectives are
+  /// communication), picks the bottleneck part, and sets total to the serial step (no overlap).
+  void finish_serial();
 };
 
 struct MemoryPerGpu {

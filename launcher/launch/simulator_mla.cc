@@ -163,15 +163,7 @@ StepResult mla_step(const MlaModel& m, const SimSetup& s, const HardwareProfile&
       3.0 * logit_tokens * vshard * 4.0 / dev.bandwidth + allgather_time(logit_tokens * 64 * 8.0, l.tp, tp_bw, tp_lat));
   add(kOther, layers * 2 * 3 * t * D * 2.0 / dev.bandwidth + hw.get("step_overhead"));
 
-  for (int p = 0; p < kNumParts; ++p) {
-    if (p == kDispatchCombine || p == kTpCollectives) {
-      out.communication += out.seconds[p];
-    } else {
-      out.compute += out.seconds[p];
-    }
-    if (out.seconds[p] > out.seconds[out.bottleneck]) out.bottleneck = static_cast<Part>(p);
-  }
-  out.total = out.compute + out.communication;  // serial; simulate_mla() applies the overlap
+  out.finish_serial();  // simulate_mla() then applies the overlap
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <fstream>
@@ -31,6 +32,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
 #include "runtime/kv/cpu_state_bytes.h"
+#include "runtime/kv/memory_budget.h"
 #include "runtime/kv/state_pool.h"
 #include "runtime/serve/server.h"
 
@@ -77,6 +79,46 @@ dsv4::DeploymentConfig apply_deployment(Args& a, const CLI::App& app, int world_
   return d;
 }
 
+// What every rank's state pool, and the scheduler per replica, may hold for sequence state. With a deployment:
+// memory.budget_per_rank minus this rank's weight bytes minus the activation workspace (the planner's own
+// deployment_workspace_bytes, so `dsv4-launch plan` and the server agree), the minimum over all ranks (a
+// replica's TP ranks each hold its sequences' whole state): every rank gathers every rank's numbers, so all
+// reach the same budget, or all raise the same error (no rank is left waiting). --state-budget-bytes may
+// lower it, never raise it. Without a deployment there is no memory budget: --state-budget-bytes, or room for
+// max_running sequences of 4096 tokens. `label` gets the log line's description of the budget.
+int64_t resolve_state_budget(const Args& a, const dsv4::DeploymentConfig* d, const dsv4::LoadedModel& loaded,
+                             const dsv4::parallel::MeshConfig& mesh, dsv4::parallel::Bootstrap& bootstrap,
+                             std::string* label) {
+  const dsv4::Model& model = *loaded.model;
+  const int64_t requested = a.server.scheduler.state_budget_bytes;
+  if (d == nullptr) {
+    *label = requested > 0 ? "state budget (--state-budget-bytes)" : "state budget (max-running x 4096 tokens)";
+    return requested > 0 ? requested
+                         : a.server.scheduler.max_running *
+                               dsv4::cpu_state_bytes(model.config(), 4096, dsv4::kDefaultStatePageBytes,
+                                                     static_cast<int64_t>(model.weights().mtp.size()))
+                                   .total();
+  }
+  const dsv4::ParallelLayout layout{mesh.dp, mesh.tp, mesh.ep, mesh.cp};
+  dsv4::SchedulerLimits limits = d->scheduler;  // with the command line's overrides, as the server runs them
+  limits.max_batch_tokens = a.server.scheduler.max_step_tokens;
+  if (a.server.request_limits.max_prompt_tokens > 0) {
+    limits.max_prompt_tokens = a.server.request_limits.max_prompt_tokens;
+  }
+  const dsv4::RankMemory mine{bootstrap.rank(), d->memory_budget_per_rank, static_cast<int64_t>(model.weight_bytes()),
+                              dsv4::deployment_workspace_bytes(model.config(), layout, limits)};
+  std::vector<dsv4::RankMemory> all(static_cast<size_t>(bootstrap.size()));
+  bootstrap.all_gather(&mine, all.data(), sizeof(mine));
+  const int64_t budget =
+      dsv4::state_budget_bytes(all, requested, d->source.empty() ? "deployment" : d->source.filename().string());
+  *label = "state budget (memory.budget_per_rank " + dsv4::format_mib(static_cast<uint64_t>(mine.budget)) +
+           " MiB - weights " + dsv4::format_mib(static_cast<uint64_t>(mine.weights)) + " MiB - workspace " +
+           dsv4::format_mib(static_cast<uint64_t>(mine.workspace)) + " MiB = " +
+           dsv4::format_mib(static_cast<uint64_t>(std::max<int64_t>(mine.state(), 0))) + " MiB here; " +
+           (requested > 0 ? "--state-budget-bytes" : "the least over " + std::to_string(all.size()) + " ranks") + ")";
+  return budget;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,7 +139,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-concurrent-requests", a.server.max_concurrent_requests, "Generate calls at once");
   app.add_option("--max-prompt-tokens", a.server.request_limits.max_prompt_tokens, "0 = the model's context - 1");
   app.add_option("--state-budget-bytes", a.server.scheduler.state_budget_bytes,
-                 "sequence state all running requests may reserve (0 = max-running x 4096-token sequences)");
+                 "sequence state a replica's running requests may reserve (0 = what the deployment's "
+                 "memory.budget_per_rank leaves after weights and workspace; without a deployment, max-running x "
+                 "4096-token sequences); at most what the deployment leaves");
   app.add_option("--max-running", a.server.scheduler.max_running, "sequences batched at once");
   app.add_option("--max-step-tokens", a.server.scheduler.max_step_tokens, "token budget of one step");
   app.add_option("--max-prefill-chunk", a.server.scheduler.max_prefill_chunk, "0 = token budget only");
@@ -164,20 +208,15 @@ int main(int argc, char** argv) {
           loaded = dsv4::load_model_sharded(a.checkpoint, a.tokenizer, numerics, deterministic, *comm, layout);
           engine = std::make_unique<dsv4::Engine>(*loaded->model, *comm, loaded->groups->mesh);
         }
-        // What each replica may reserve for sequence state (the serving loop's default when not configured):
-        // every rank of a replica holds its sequences' whole state, in a pool of that budget. The scheduler
-        // admits by the same bytes (cpu_state_bytes), so the pool never runs out mid-request.
+        std::string budget_label;
         const int64_t state_budget =
-            a.server.scheduler.state_budget_bytes > 0
-                ? a.server.scheduler.state_budget_bytes
-                : a.server.scheduler.max_running *
-                      dsv4::cpu_state_bytes(loaded->model->config(), 4096, dsv4::kDefaultStatePageBytes,
-                                            static_cast<int64_t>(loaded->model->weights().mtp.size()))
-                          .total();
+            resolve_state_budget(a, deployment ? &*deployment : nullptr, *loaded, layout, *bootstrap, &budget_label);
+        // The pool and the scheduler hold the same budget: the serving loop takes the pool's (InferenceServer::
+        // run), and admits by cpu_state_bytes, the bytes the pool books, so the pool never runs out mid-request.
         state_pool = std::make_unique<dsv4::StatePool>(
             dsv4::StatePoolOptions{dsv4::kDefaultStatePageBytes, state_budget});
         engine->set_state_pool(state_pool.get());
-        dsv4::log_rank_memory(*loaded, state_budget, "state budget");
+        dsv4::log_rank_memory(*loaded, state_budget, budget_label);
         if (bootstrap->rank() == 0) {
           server->run(*loaded, *engine, &channel);
           g_server.store(nullptr);

@@ -9,8 +9,9 @@
 
 namespace dsv4::env {
 namespace {
-constexpr std::array kAll{kLogLevel,    kLogAllRanks, kNumThreads, kDeterministic,
-                          kNumerics,    kCommTimeoutS, kFaultInject, kSharedDir};
+constexpr std::array kAll{kLogLevel,    kLogAllRanks,  kNumThreads,    kDeterministic, kNumerics, kCommTimeoutS,
+                          kFaultInject, kSharedDir,    kOmpiWorldSize, kPmixRank,      kPmiRank,
+                          kLdLibraryPath};
 
 const char* raw(const Var& var) {
   // The one getenv of the project. std::string_view names in the table are NUL-terminated literals.

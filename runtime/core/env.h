@@ -30,6 +30,14 @@ inline constexpr Var kFaultInject{"DSV4_FAULT_INJECT", "",
                                   "test switch: 'rank=R,at=POINT' makes rank R throw at a named point"};
 inline constexpr Var kSharedDir{"DSV4_SHARED_DIR", "",
                                 "folder holding shared data (tokenizer); default: ../shared beside the source tree"};
+// Set by MPI launchers, only tested for presence (never set them): a model tool started without any of them is
+// one plain process and skips MPI (a singleton MPI_Init costs about 0.5 s).
+inline constexpr Var kOmpiWorldSize{"OMPI_COMM_WORLD_SIZE", "", "read only: set by Open MPI's mpirun in every rank"};
+inline constexpr Var kPmixRank{"PMIX_RANK", "", "read only: set by PMIx launchers (mpirun, srun --mpi=pmix)"};
+inline constexpr Var kPmiRank{"PMI_RANK", "", "read only: set by PMI launchers (MPICH's mpiexec, srun --mpi=pmi2)"};
+// Tested for presence only: dsv4-launch forwards it to the ranks (mpirun -x) when it is set; Open MPI warns
+// about forwarding an unset variable.
+inline constexpr Var kLdLibraryPath{"LD_LIBRARY_PATH", "", "read only: forwarded to the ranks by dsv4-launch run"};
 
 /// Every variable, for `dsv4 env` and the start-up printout.
 std::span<const Var> all_vars();

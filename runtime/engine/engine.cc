@@ -88,15 +88,16 @@ Engine::Engine(Model& model, parallel::Communicator& world, const parallel::Mesh
     : model_(&model), world_(&world) {
   DSV4_CHECK(mesh.world_size() == world.size())
       << "engine: the layout " << mesh.str() << " does not match the job's " << world.size() << " ranks";
-  DSV4_CHECK_CODE(mesh.config().cp == 1, ErrorCode::kUnsupported)
-      << "engine: context parallelism (cp " << mesh.config().cp << ") is not supported yet";
   const parallel::MeshCoord me = mesh.coord(world.rank());
   dp_rank_ = me.dp_rank;
   dp_size_ = mesh.config().dp;
   tp_size_ = mesh.config().tp;
+  cp_rank_ = me.cp_rank;
+  cp_size_ = mesh.config().cp;
   DSV4_CHECK(model.shard().tp_size == tp_size_ && model.shard().tp_rank == me.tp_rank)
       << "engine: the model's shard (tp rank " << model.shard().tp_rank << " of " << model.shard().tp_size
       << ") is not rank " << world.rank() << "'s under " << mesh.str();
+  // The CP ranks of a replica end with the same logits, so CP rank 0's TP ranks report the candidates.
   for (int d = 0; d < dp_size_; ++d) {
     for (int t = 0; t < tp_size_; ++t) replica_ranks_.push_back(mesh.rank_of(d, 0, t));
   }
@@ -168,21 +169,28 @@ std::vector<SampledCandidates> Engine::gather_candidates(const std::vector<Sampl
   std::vector<char> pending(n, 1);
   std::vector<ShardCandidates> local(n);  // rank 0's own shards
   while (true) {
-    // This rank's shard of every pending item of its replica.
-    std::vector<uint8_t> wire;
-    bool sends = false;
+    // This rank's shard of every pending item of its replica, the rows reduced in parallel (the same candidates
+    // as one by one), then sent in plan order.
+    std::vector<size_t> own;
+    std::vector<CandidateRow> reduce;
     for (size_t i = 0; i < n; ++i) {
-      if (!pending[i] || items[i].dp_rank != dp_rank_) continue;
-      sends = true;
+      if (!pending[i] || items[i].dp_rank != dp_rank_ || cp_rank_ != 0) continue;
       DSV4_CHECK(items[i].row >= 0 && items[i].row < out.logits.shape()[0] && out.logits.shape()[1] == rows)
           << "engine: logits [" << out.logits.shape()[0] << ", " << out.logits.shape()[1] << "] have no row "
           << items[i].row << " of " << rows << " vocabulary entries";
-      ShardCandidates c = shard_candidates(std::span<const float>(logits + items[i].row * rows, static_cast<size_t>(rows)),
-                                           static_cast<int32_t>(out.vocab_begin), items[i].params.temperature, count[i]);
+      own.push_back(i);
+      reduce.push_back({std::span<const float>(logits + items[i].row * rows, static_cast<size_t>(rows)),
+                        static_cast<int32_t>(out.vocab_begin), items[i].params.temperature, count[i],
+                        normalisers_for(items[i].params)});
+    }
+    const bool sends = !own.empty();
+    std::vector<ShardCandidates> reduced = shard_candidates_rows(reduce);
+    std::vector<uint8_t> wire;
+    for (size_t k = 0; k < own.size(); ++k) {
       if (rank == 0) {
-        local[i] = std::move(c);
+        local[own[k]] = std::move(reduced[k]);
       } else {
-        pack(c, wire);
+        pack(reduced[k], wire);
       }
     }
     if (rank != 0 && sends) {

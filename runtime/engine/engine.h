@@ -1,9 +1,12 @@
 // Engine: the per-rank executor of a StepPlan (proto/dsv4/v1/control.proto).
 //
 // Every rank of the job runs Engine::step(plan) on the same plan in lock-step:
-//   - each DP replica (a TP group of the Mesh) runs the work items whose dp_rank is its own, in one batched
-//     Model::forward; a replica with no items of its own still calls forward with zero chunks, because the
-//     MoE exchange spans every rank of the EP group (every rank calls forward once per non-empty plan);
+//   - each DP replica (its TP x CP ranks of the Mesh) runs the work items whose dp_rank is its own, in one
+//     batched Model::forward; a replica with no items of its own still calls forward with zero chunks, because
+//     the MoE exchange spans every rank of the EP group (every rank calls forward once per non-empty plan);
+//   - with context parallelism the CP ranks of a replica run the same chunks, each holding its share of every
+//     sequence's compressed rows (Model::new_sequence shards them), and end with the same logits: the TP ranks
+//     of CP rank 0 report the candidates, the other CP ranks only join the collectives;
 //   - for the items marked `sample`, each TP rank reduces its vocabulary shard of the last position's logits
 //     to ShardCandidates (runtime/engine/sampler.h) with the item's SamplingPlan; the candidates (a few KB)
 //     are sent to rank 0, which merges them. When a merged set cannot decide the sample exactly (a top-p /
@@ -50,7 +53,7 @@ class Engine {
   /// A single-process engine over a whole model. The model must outlive the engine.
   explicit Engine(Model& model);
   /// One rank of a sharded job: `world` spans every rank (rank 0 merges the candidates), `mesh` is the layout
-  /// the model's shard and groups were made from (cp must be 1). Model and world must outlive the engine.
+  /// the model's shard and groups were made from (any dp, tp, ep, cp). Model and world must outlive the engine.
   Engine(Model& model, parallel::Communicator& world, const parallel::Mesh& mesh);
 
   /// Frees plan.free_sequences (those this rank holds), then runs the work items of this rank's replica in one
@@ -62,7 +65,7 @@ class Engine {
   /// which is exact for every draw) decides when the candidates suffice.
   std::vector<SampledCandidates> step(const v1::StepPlan& plan, const CandidateCheck& check = {});
 
-  /// Sequences holding state on this rank (its replica's).
+  /// Sequences holding state on this rank (its replica's; with cp > 1, this rank's share of each).
   size_t num_sequences() const { return states_.size(); }
   /// Books the state of sequences created from now on to `pool` (runtime/kv/state_pool.h), which must outlive
   /// the engine; null (the default) gives each sequence a private unlimited pool. A full pool fails the step
@@ -70,12 +73,15 @@ class Engine {
   /// its cost function is cpu_state_bytes and its budget the pool's.
   void set_state_pool(StatePool* pool) { state_pool_ = pool; }
   StatePool* state_pool() const { return state_pool_; }
-  /// Bytes of state the live sequences of this rank hold (SequenceState::memory_bytes).
+  /// Bytes of state the live sequences of this rank hold (SequenceState::memory_bytes; its CP share).
   int64_t state_bytes() const;
   const Model& model() const { return *model_; }
   /// This rank's attention replica and the number of replicas.
   int dp_rank() const { return dp_rank_; }
   int dp_size() const { return dp_size_; }
+  /// Ranks each sequence's state is sharded over (the context-parallel group), and this rank's place in it.
+  int cp_rank() const { return cp_rank_; }
+  int cp_size() const { return cp_size_; }
 
  private:
   struct SampleItem {
@@ -91,7 +97,7 @@ class Engine {
   Model* model_;
   parallel::Communicator* world_ = nullptr;  // null: single process
   std::vector<int> replica_ranks_;           // world ranks of replica d's tp ranks: [d * tp + t]
-  int dp_rank_ = 0, dp_size_ = 1, tp_size_ = 1;
+  int dp_rank_ = 0, dp_size_ = 1, tp_size_ = 1, cp_rank_ = 0, cp_size_ = 1;
   std::unordered_map<uint64_t, SequenceState> states_;
   StatePool* state_pool_ = nullptr;
 };

@@ -5,13 +5,16 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 
+#include "kernels/cpu/thread_pool.h"
 #include "runtime/core/error.h"
 
 namespace dsv4 {
 namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();  // a normaliser that was not computed
 
 // Candidate order: higher logit first, lower id first on ties, so every shard layout sorts alike.
 bool better(const TokenCandidate& a, const TokenCandidate& b) {
@@ -50,7 +53,7 @@ void validate(const SamplingParams& params) {
 }
 
 ShardCandidates shard_candidates(std::span<const float> logits, int32_t id_offset, float temperature,
-                                 int32_t max_candidates) {
+                                 int32_t max_candidates, Normalisers which) {
   DSV4_CHECK_ARG(max_candidates > 0) << "sampling: max_candidates must be > 0";
   ShardCandidates out;
   float max_logit = -std::numeric_limits<float>::infinity();
@@ -59,7 +62,8 @@ ShardCandidates shard_candidates(std::span<const float> logits, int32_t id_offse
     max_logit = std::max(max_logit, x);
   }
   if (max_logit == -std::numeric_limits<float>::infinity()) {
-    out.raw_logsumexp = out.scaled_logsumexp = kNegInf;
+    out.raw_logsumexp = which.raw ? kNegInf : kNaN;
+    out.scaled_logsumexp = which.scaled ? kNegInf : kNaN;
     return out;
   }
   // Temperature 0 (greedy) and 1 leave the logits unscaled: one exp per logit serves both sums.
@@ -71,26 +75,66 @@ ShardCandidates shard_candidates(std::span<const float> logits, int32_t id_offse
   const size_t keep = std::min(logits.size(), static_cast<size_t>(max_candidates));
   std::vector<TokenCandidate> heap;
   heap.reserve(keep);
-  for (size_t i = 0; i < logits.size(); ++i) {
-    const float x = logits[i];
-    if (x == -std::numeric_limits<float>::infinity()) continue;  // masked: never a candidate
-    const double e = std::exp(static_cast<double>(x) - max_logit);
-    raw_sum += e;
-    scaled_sum += unscaled ? e : std::exp(scale(x, temperature) - max_scaled);
-    const TokenCandidate c{id_offset + static_cast<int32_t>(i), x};
-    if (heap.size() < keep) {
-      heap.push_back(c);
-      std::push_heap(heap.begin(), heap.end(), better);
-    } else if (better(c, heap.front())) {
-      std::pop_heap(heap.begin(), heap.end(), better);
-      heap.back() = c;
-      std::push_heap(heap.begin(), heap.end(), better);
+  // One loop per choice of sums (`raw` and `scaled` are constants of each instantiation, so a skipped sum costs
+  // nothing); the candidate part is the same in all, so the candidates do not depend on the choice, and each sum
+  // that is computed adds the same terms in the same order as when both are.
+  auto reduce = [&](auto raw, auto scaled) {
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const float x = logits[i];
+      if (x == -std::numeric_limits<float>::infinity()) continue;  // masked: never a candidate
+      if constexpr (decltype(raw)::value) {
+        const double e = std::exp(static_cast<double>(x) - max_logit);
+        raw_sum += e;
+        if constexpr (decltype(scaled)::value) {
+          scaled_sum += unscaled ? e : std::exp(scale(x, temperature) - max_scaled);
+        }
+      } else if constexpr (decltype(scaled)::value) {
+        // Unscaled (temperature 1): x - max equals scale(x) - max_scaled exactly, the same exp as above.
+        scaled_sum += std::exp(unscaled ? static_cast<double>(x) - max_logit : scale(x, temperature) - max_scaled);
+      }
+      const TokenCandidate c{id_offset + static_cast<int32_t>(i), x};
+      if (heap.size() < keep) {
+        heap.push_back(c);
+        std::push_heap(heap.begin(), heap.end(), better);
+      } else if (better(c, heap.front())) {
+        std::pop_heap(heap.begin(), heap.end(), better);
+        heap.back() = c;
+        std::push_heap(heap.begin(), heap.end(), better);
+      }
     }
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  if (which.raw && which.scaled) {
+    reduce(Yes{}, Yes{});
+  } else if (which.raw) {
+    reduce(Yes{}, No{});
+  } else if (which.scaled) {
+    reduce(No{}, Yes{});
+  } else {
+    reduce(No{}, No{});
   }
-  out.raw_logsumexp = max_logit + std::log(raw_sum);
-  out.scaled_logsumexp = max_scaled + std::log(scaled_sum);
+  out.raw_logsumexp = which.raw ? max_logit + std::log(raw_sum) : kNaN;
+  out.scaled_logsumexp = which.scaled ? max_scaled + std::log(scaled_sum) : kNaN;
   std::sort(heap.begin(), heap.end(), better);
   out.top = std::move(heap);
+  return out;
+}
+
+std::vector<ShardCandidates> shard_candidates_rows(std::span<const CandidateRow> rows, bool parallel) {
+  std::vector<ShardCandidates> out(rows.size());
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const CandidateRow& row = rows[static_cast<size_t>(r)];
+      out[static_cast<size_t>(r)] =
+          shard_candidates(row.logits, row.id_offset, row.temperature, row.max_candidates, row.which);
+    }
+  };
+  if (parallel && rows.size() > 1) {
+    kernels::cpu::parallel_for(static_cast<int64_t>(rows.size()), 1, run);
+  } else {
+    run(0, static_cast<int64_t>(rows.size()));
+  }
   return out;
 }
 
@@ -181,6 +225,10 @@ bool Sampler::is_stop(int32_t token) const {
   return std::find(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), token) != params_.stop_token_ids.end();
 }
 
+Normalisers normalisers_for(const SamplingParams& params) {
+  return {.raw = params.top_logprobs > 0, .scaled = params.temperature > 0.0f};
+}
+
 bool is_untruncated(const SamplingParams& params) {
   return params.top_k == 0 && params.top_p >= 1.0f && params.min_p == 0.0f;
 }
@@ -204,7 +252,7 @@ SampleResult Sampler::sample(std::span<const float> logits) {
   int32_t count = shard_candidate_count(params_);
   for (;;) {
     count = std::min(count, vocab);
-    const ShardCandidates shard = shard_candidates(logits, 0, params_.temperature, count);
+    const ShardCandidates shard = shard_candidates(logits, 0, params_.temperature, count, normalisers_for(params_));
     const MergedCandidates merged = merge_shard_candidates(std::span<const ShardCandidates>(&shard, 1), params_.temperature);
     const bool all_in = merged.top.size() < static_cast<size_t>(count) || count == vocab;
     if (suffices(merged, count, all_in)) return sample_candidates(merged, params_, rng_);

@@ -8,7 +8,11 @@
 // Unsharded sampling is the same with one shard. The merged log-sum-exp is exact, so logprobs are exact; the
 // filtered distribution is exact whenever the kept set fits in the candidates (always for top_k <= the
 // per-shard count; `MergedCandidates::covered_mass` says how much probability the candidates hold).
-// Depends on runtime/core only.
+// The normalisers cost one exp per logit each (the bulk of the work), so a row computes only those its request
+// uses: the raw one for reported logprobs, the scaled one for a random draw (temperature > 0); a greedy request
+// without logprobs needs neither, only the best candidates. The rows of a step are reduced over the CPU kernel
+// thread pool.
+// Depends on runtime/core and the kernels' thread pool only.
 #pragma once
 
 #include <cstdint>
@@ -48,8 +52,15 @@ struct TokenCandidate {
   float logit = 0.0f;
 };
 
+/// Which log-sum-exps of a shard's logits shard_candidates() computes (each costs one exp per logit; at
+/// temperature 0 and 1 one exp serves both).
+struct Normalisers {
+  bool raw = true;     // of the logits: the reported logprobs
+  bool scaled = true;  // of the logits / temperature: the draw's probabilities
+};
+
 /// What one vocabulary shard contributes: its best candidates (sorted, best first) and the log-sum-exp of all
-/// its logits, raw and divided by the temperature.
+/// its logits, raw and divided by the temperature (NaN when not computed: Normalisers).
 struct ShardCandidates {
   std::vector<TokenCandidate> top;
   double raw_logsumexp = 0.0;
@@ -57,9 +68,27 @@ struct ShardCandidates {
 };
 
 /// Reduces a shard's logits (ids `id_offset + i`) to its `max_candidates` best (ties: lower id first).
-/// NaN or +inf logits are a broken model output (kInternal); -inf (masked) is allowed.
+/// NaN or +inf logits are a broken model output (kInternal); -inf (masked) is allowed. `which` says which
+/// log-sum-exps to compute (the others are NaN); the candidates do not depend on it.
 ShardCandidates shard_candidates(std::span<const float> logits, int32_t id_offset, float temperature,
-                                 int32_t max_candidates);
+                                 int32_t max_candidates, Normalisers which = {});
+
+/// The fewest candidates a shard reports first (shard_candidate_count).
+inline constexpr int32_t kMinShardCandidates = 256;
+
+/// One row of shard_candidates_rows(): the arguments of one shard_candidates() call.
+struct CandidateRow {
+  std::span<const float> logits;
+  int32_t id_offset = 0;
+  float temperature = 1.0f;
+  int32_t max_candidates = kMinShardCandidates;
+  Normalisers which;
+};
+
+/// shard_candidates() of every row. `parallel`: rows spread over the CPU kernel thread pool
+/// (kernels/cpu/thread_pool.h), each row reduced by one thread exactly as the serial call reduces it, so the
+/// results are bitwise those of the serial loop. The first error of any row is rethrown.
+std::vector<ShardCandidates> shard_candidates_rows(std::span<const CandidateRow> rows, bool parallel = true);
 
 /// The union of all shards' candidates, best first, with exact global normalisers.
 struct MergedCandidates {
@@ -81,7 +110,7 @@ struct TokenLogprob {
 
 struct SampleResult {
   int32_t token = 0;
-  float logprob = 0.0f;                   // of `token`, raw distribution
+  float logprob = 0.0f;                   // of `token`, raw distribution (NaN without the raw normaliser)
   std::vector<TokenLogprob> top_logprobs;  // best first, params.top_logprobs entries (fewer if fewer candidates)
   bool is_stop = false;                   // token is in params.stop_token_ids
 };
@@ -105,7 +134,6 @@ SampleResult sample_candidates(const MergedCandidates& merged, const SamplingPar
 /// How many of merged.top (best first) survive top-k, top-p and min-p; exposed for tests.
 size_t kept_prefix_length(const MergedCandidates& merged, const SamplingParams& params);
 
-inline constexpr int32_t kMinShardCandidates = 256;
 /// How many candidates each vocabulary shard should report first for `params`: enough for top-k and the top
 /// logprobs, and at least kMinShardCandidates.
 int32_t shard_candidate_count(const SamplingParams& params);
@@ -116,6 +144,11 @@ int32_t shard_candidate_count(const SamplingParams& params);
 /// (e.g. x8) and merge again, unless the draw itself lands inside (Sampler::suffices).
 bool candidates_suffice(const MergedCandidates& merged, const SamplingParams& params, int32_t count_per_shard,
                         bool all_in);
+
+/// The normalisers sampling with `params` uses: the raw one when it reports logprobs (top_logprobs > 0), the
+/// scaled one when it draws (temperature > 0). Without the raw one SampleResult::logprob is NaN, which nothing
+/// reports (logprobs are only sent when asked for); the sampled token is the same either way.
+Normalisers normalisers_for(const SamplingParams& params);
 
 /// True when no filter truncates the distribution (top_k 0, top_p 1, min_p 0): the draw is then made against
 /// the exact total probability 1, so a prefix of the candidates decides any draw that lands inside it.

@@ -13,7 +13,8 @@ int64_t rank_sequence_bytes(const ModelConfig& c, KvLayout layout, int64_t token
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const int64_t ratio = c.compress_ratio(l);
     if (ratio == 0) continue;
-    const int64_t share = (tokens / ratio + cp - 1) / cp;  // the largest of the cp shares
+    // A row is emitted when its window's last token arrives; the busiest of the cp shares holds the rest.
+    const int64_t share = (tokens / ratio + cp - 1) / cp;
     total += share * (rows.main_row + (ratio == 4 ? rows.indexer_row : 0));
   }
   return total;

@@ -1,5 +1,7 @@
 #include "runtime/kv/state_bytes.h"
 
+#include "runtime/kv/capacity.h"
+
 #include "runtime/core/error.h"
 
 namespace dsv4 {
@@ -65,17 +67,7 @@ SequenceStateBytes sequence_state_bytes(const ModelConfig& c, KvLayout layout) {
 }
 
 int64_t sequence_bytes(const ModelConfig& c, KvLayout layout, int64_t tokens, bool with_mtp) {
-  DSV4_CHECK_ARG(tokens >= 0) << "context length must be >= 0, got " << tokens;
-  const KvRowBytes rows = kv_row_bytes(c, layout);
-  const SequenceStateBytes s = sequence_state_bytes(c, layout);
-  int64_t total = s.fixed() + (with_mtp ? s.mtp_ring : 0);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const int64_t ratio = c.compress_ratio(l);
-    if (ratio == 0) continue;
-    const int64_t emitted = tokens / ratio;  // a row is emitted when its window's last token arrives
-    total += emitted * (rows.main_row + (ratio == 4 ? rows.indexer_row : 0));
-  }
-  return total;
+  return rank_sequence_bytes(c, layout, tokens, /*cp=*/1, with_mtp);  // one rank holds every row
 }
 
 int64_t max_context_tokens(const ModelConfig& c, KvLayout layout, int64_t budget_bytes, bool with_mtp) {

@@ -51,7 +51,7 @@ void block_forward(Ctx& ctx, const LayerWeights& w, int64_t slot, int64_t ratio,
                    float* X) {
   if (b.rows == 0) {
     // An idle rank: no attention work (its TP peers are idle too), but its EP peers expect it in the
-    // MoE exchange.
+    // MoE exchange. (A CP rank of a non-empty split batch always holds rows: cp_local_batch.)
     moe_forward(ctx, w.moe, hash, b, nullptr, nullptr);
     return;
   }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -23,14 +24,19 @@ struct Segment {
   SequenceState* state = nullptr;
   int64_t start = 0;  // absolute position of the first row
   int64_t count = 0;
-  int64_t row = 0;    // first row in the batch
+  int64_t row = 0;  // first row in the batch
 };
+
+struct CpSplit;
 
 struct Batch {
   std::vector<Segment> segments;
   int64_t rows = 0;
   std::vector<int64_t> positions;  // [rows]
   std::vector<int32_t> tokens;     // [rows]
+  /// Set on a CP rank's part of a split batch (cp_local_batch): `segments` are then this rank's sub-blocks
+  /// (in the whole batch's order, possibly empty) and the split describes the whole chunks.
+  std::shared_ptr<const CpSplit> cp;
 };
 
 struct Ctx {
@@ -61,8 +67,8 @@ void linear(Ctx& ctx, const kernels::WeightRef& w, const float* x, int64_t m, in
             int64_t y_stride, int64_t row0 = 0, int64_t rows = -1, bool accumulate = false);
 
 /// RMSNorm of `rows` rows of `dim` (weight null: unweighted), x and y may alias.
-void rms_norm(Ctx& ctx, const NormWeight* w, const float* x, float* y, int64_t rows, int64_t dim,
-              int64_t x_stride, int64_t y_stride);
+void rms_norm(Ctx& ctx, const NormWeight* w, const float* x, float* y, int64_t rows, int64_t dim, int64_t x_stride,
+              int64_t y_stride);
 
 /// Inverse frequencies of the layer's RoPE (spec §1.2): main (theta, no YaRN) for ratio 0, compress
 /// (compress theta, YaRN when configured) otherwise. rope_dim / 2 entries.
@@ -79,8 +85,7 @@ void compressor_append(Ctx& ctx, const CompressorWeights& w, CompressorState& st
 /// context-parallel shard (index_rows.cp_size > 1) the ids are LOCAL row indices and the selection is this
 /// rank's local top-k of its share of the visible rows (context_parallel_attention.cc merges them).
 void indexer_select(Ctx& ctx, const IndexerWeights& w, const CompressorState& index_rows, const float* q_index,
-                    const float* head_weights, int64_t start, int64_t count, int32_t* out,
-                    float* out_scores = nullptr);
+                    const float* head_weights, int64_t start, int64_t count, int32_t* out, float* out_scores = nullptr);
 
 /// Attention sublayer for layer slot `slot` (state.layers[slot]) with compress ratio `ratio`: x [rows, D]
 /// (already attn_norm'ed) -> y [rows, D]. This rank's heads and output groups; y is reduced over TP.
@@ -97,33 +102,63 @@ void block_forward(Ctx& ctx, const LayerWeights& w, int64_t slot, int64_t ratio,
                    float* X);
 
 /// HC head, final norm and LM head: X [rows, n, D] -> logits [rows, head.out] (this rank's vocabulary rows).
-void head_forward(Ctx& ctx, const HcWeights& hc, const NormWeight& norm, const kernels::WeightRef& head,
-                  const float* X, int64_t rows, float* logits);
+void head_forward(Ctx& ctx, const HcWeights& hc, const NormWeight& norm, const kernels::WeightRef& head, const float* X,
+                  int64_t rows, float* logits);
 
-// --- Context parallelism (context_parallel_attention.cc; design in parallel/context_parallel.h) ---
+// --- Context parallelism (context_parallel_attention.cc; design in its header comment) ---
 
 /// True when ctx.par.cp splits each sequence over more than one rank.
 inline bool cp_active(const Ctx& ctx) { return ctx.par.cp != nullptr && ctx.par.cp->size() > 1; }
 
-/// One segment's attention inputs, as attention_forward has them.
-struct CpAttentionInputs {
-  const float* q = nullptr;             // [count, heads, head_dim], normed and rotated
-  int64_t heads = 0;                    // this rank's heads
-  const float* q_index = nullptr;       // [count, index heads, index dim] (ratio 4 only)
-  const float* head_weights = nullptr;  // [count, index heads] (ratio 4 only)
-  const float* raw = nullptr;           // [n_raw, head_dim]: ring history then this chunk's kv
-  int64_t n_raw = 0;
-  int64_t raw_base = 0;                 // absolute position of raw row 0
-  float scale = 1.0f;
+/// How a batch's chunks are split over the CP group: rank q of `size` runs rows [begin(s, q), end(s, q)) of
+/// chunk s (relative to the chunk's first token), a contiguous sub-block; the last rank always holds the last
+/// token. A chunk shorter than the group (a decode step) is replicated instead: every rank runs all of its
+/// rows, so it needs no row exchange and no rank idles. Row exchanges pad every rank's sub-block of a split
+/// chunk s to padded(s) rows.
+struct CpSplit {
+  int size = 1;
+  int rank = 0;
+  std::vector<Segment> whole;  // the whole chunks (rows in the whole batch)
+  int64_t whole_rows = 0;
+  std::vector<int64_t> local_row;   // [chunks]: first row of this rank's rows of chunk s in its batch
+  std::vector<int64_t> padded_row;  // [chunks]: first row of chunk s in a rank's padded block
+  int64_t padded_rows = 0;          // rows of one rank's padded block
+  bool replicated(size_t s) const { return whole[s].count < size; }
+  int64_t begin(size_t s, int q) const { return replicated(s) ? 0 : whole[s].count * q / size; }
+  int64_t end(size_t s, int q) const { return replicated(s) ? whole[s].count : whole[s].count * (q + 1) / size; }
+  int64_t padded(size_t s) const { return replicated(s) ? 0 : (whole[s].count + size - 1) / size; }
 };
 
-/// Attention of one segment on a layer with compressed rows (ratio 4 or 128) whose rows are sharded over the
-/// CP group ctx.par.cp (CompressorState::cp_rank / cp_size): local partial softmax over this rank's visible
-/// or selected rows (CP rank 0 adds the raw window and the sink), the CSA selection as a distributed top-k,
-/// and a log-sum-exp merge in rank order. Collective over ctx.par.cp: every member passes the same
-/// segments in the same order. out: [count, heads, head_dim], identical on every CP rank.
-void cp_segment_attention(Ctx& ctx, const AttentionWeights& w, LayerState& ls, int64_t ratio, const Segment& seg,
-                          const CpAttentionInputs& in, float* out);
+/// This CP rank's part of `whole`: the sub-blocks of rank `rank` of `size` (positions and tokens follow),
+/// with Batch::cp set. size 1 gives the whole batch with a one-rank split (deterministic mode's path).
+Batch cp_local_batch(const Batch& whole, int rank, int size);
+
+/// Collective over ctx.par.cp (a copy with one rank): every rank passes its batch's rows `local`
+/// [batch rows, width]; `whole` [split.whole_rows, width] gets every rank's rows in whole-batch order (the
+/// rows of a replicated chunk are copied from `local`).
+void cp_gather_rows(Ctx& ctx, const CpSplit& split, const float* local, int64_t width, float* whole);
+
+/// This rank's projections of an attention layer, rows of its part of a split batch.
+struct CpLayerInputs {
+  const float* q = nullptr;       // [rows, heads, head_dim], normed and rotated
+  const float* kv = nullptr;      // [rows, head_dim]
+  const float* main_a = nullptr;  // [rows, overlap * dim] main compressor kv / gate inputs (ratio != 0)
+  const float* main_s = nullptr;
+  const float* index_a = nullptr;  // indexer compressor (ratio 4)
+  const float* index_s = nullptr;
+  const float* q_index = nullptr;                // [rows, index heads, index dim] (ratio 4)
+  const float* head_weights = nullptr;           // [rows, index heads] (ratio 4)
+  const std::vector<float>* inv_freq = nullptr;  // the layer's compressor RoPE frequencies
+};
+
+/// Attention of layer slot `slot` on a split batch (Batch::cp set): gathers the chunks' kv and compressor
+/// inputs (and, with compressed rows, the queries) from the CP group, appends them to the replicated ring and
+/// compressor windows (this rank pools the rows it owns), then writes the attention of this rank's queries to
+/// o [rows, heads, head_dim] (before the inverse RoPE). With compressed rows the softmax is merged from
+/// partials in a fixed order, the partials' exchange overlapped with compute on a helper thread for long chunks
+/// (see the file's header). Collective over ctx.par.cp; only the calling thread uses the communicator.
+void cp_attention_layer(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_t ratio, const Batch& batch,
+                        const CpLayerInputs& in, float* o);
 
 /// Marks every compressor of `state` as rank `rank` of a CP group of `size` (before any row is emitted).
 void cp_shard_state(SequenceState& state, int rank, int size);

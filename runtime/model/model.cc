@@ -7,6 +7,7 @@
 #include <exception>
 #include <string>
 
+#include "parallel/context_parallel.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/checkpoint/validate.h"
 #include "runtime/core/error.h"
@@ -57,6 +58,12 @@ void Model::finish_construction() {
       << "model groups (tp rank " << parallel_.tp->rank() << " of " << parallel_.tp->size() << ", ep rank "
       << parallel_.ep->rank() << " of " << parallel_.ep->size() << ") do not match the shard (tp rank " << s.tp_rank
       << " of " << s.tp_size << ", ep rank " << s.ep_rank << " of " << s.ep_size << ")";
+  if (parallel_.deterministic && parallel_.cp != nullptr) {
+    DSV4_CHECK_ARG(kCpVirtualShards % parallel_.cp->size() == 0)
+        << "deterministic mode with context parallelism needs a CP size that divides " << kCpVirtualShards
+        << " (the attention merges that many fixed softmax partials); this CP group has " << parallel_.cp->size()
+        << " ranks";
+  }
   check_weights();
   parallel::MoeDispatchConfig dc;
   dc.num_experts = static_cast<int>(config_.num_routed_experts);
@@ -329,7 +336,17 @@ ForwardOutput Model::forward(std::span<const SequenceChunk> chunks, bool want_hi
   const int64_t n = cfg.hc_mult, D = cfg.hidden_size, V = weights_.shard.vocab_rows();
   Prepared p = prepare(chunks);
   refuse(p.error, false);
-  const Batch& b = p.batch;
+  const Batch& whole = p.batch;
+
+  // Context parallelism splits every chunk over the CP group (this rank runs its sub-block); deterministic
+  // mode takes the same path with a one-rank split on every layout, so that its attention merges the same
+  // fixed partials whatever the CP size (context_parallel_attention.cc).
+  const int P = parallel_.cp != nullptr ? parallel_.cp->size() : 1;
+  const int cp_rank = P > 1 ? parallel_.cp->rank() : 0;
+  const bool split = P > 1 || parallel_.deterministic;
+  Batch mine;
+  if (split) mine = model_detail::cp_local_batch(whole, cp_rank, P);
+  const Batch& b = split ? mine : whole;
 
   Ctx ctx{cfg, *backend_, numerics_, parallel_, weights_.shard, *dispatcher_};
   std::vector<float> X(b.rows * n * D);
@@ -337,32 +354,48 @@ ForwardOutput Model::forward(std::span<const SequenceChunk> chunks, bool want_hi
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
     model_detail::block_forward(ctx, weights_.layers[l], l, cfg.compress_ratio(l), cfg.is_hash_layer(l), b, X.data());
   }
+  // Every CP rank returns the whole batch's output: the rows of the others are gathered.
   ForwardOutput out;
   out.vocab_begin = weights_.shard.vocab_begin;
   if (want_hidden) {
-    out.hidden = Tensor(DType::kF32, Shape{b.rows, n, D});
-    std::copy(X.begin(), X.end(), out.hidden.as<float>());
+    out.hidden = Tensor(DType::kF32, Shape{whole.rows, n, D});
+    if (split) {
+      model_detail::cp_gather_rows(ctx, *b.cp, X.data(), n * D, out.hidden.as<float>());
+    } else {
+      std::copy(X.begin(), X.end(), out.hidden.as<float>());
+    }
   }
   if (logits_rows == LogitsRows::kAll) {
-    out.logits = Tensor(DType::kF32, Shape{b.rows, V});
+    out.logits = Tensor(DType::kF32, Shape{whole.rows, V});
+    std::vector<float> local(split ? b.rows * V : 0);
+    float* dst = split ? local.data() : out.logits.as<float>();
     if (b.rows > 0) {
-      model_detail::head_forward(ctx, weights_.hc_head, weights_.norm, weights_.head, X.data(), b.rows,
-                                 out.logits.as<float>());
+      model_detail::head_forward(ctx, weights_.hc_head, weights_.norm, weights_.head, X.data(), b.rows, dst);
     }
+    if (split) model_detail::cp_gather_rows(ctx, *b.cp, local.data(), V, out.logits.as<float>());
   } else {
-    const int64_t nseg = static_cast<int64_t>(b.segments.size());
-    std::vector<float> last(nseg * n * D);
-    for (int64_t i = 0; i < nseg; ++i) {
-      const Segment& s = b.segments[i];
-      std::copy_n(X.data() + (s.row + s.count - 1) * n * D, n * D, last.data() + i * n * D);
-    }
+    // The last token of every chunk is on the last CP rank: it runs the head and shares the rows (unless
+    // every chunk is replicated: then every rank has them).
+    const int64_t nseg = static_cast<int64_t>(whole.segments.size());
+    bool everywhere = true;
+    for (size_t s = 0; s < whole.segments.size() && split; ++s) everywhere = everywhere && b.cp->replicated(s);
     out.logits = Tensor(DType::kF32, Shape{nseg, V});
-    if (nseg > 0) {
+    if (nseg > 0 && (everywhere || cp_rank == P - 1)) {
+      std::vector<float> last(nseg * n * D);
+      for (int64_t i = 0; i < nseg; ++i) {
+        const Segment& s = b.segments[i];
+        std::copy_n(X.data() + (s.row + s.count - 1) * n * D, n * D, last.data() + i * n * D);
+      }
       model_detail::head_forward(ctx, weights_.hc_head, weights_.norm, weights_.head, last.data(), nseg,
                                  out.logits.as<float>());
     }
+    if (P > 1 && nseg > 0 && !everywhere) {
+      parallel::CpExchangeTimer timer(nseg * V * static_cast<int64_t>(sizeof(float)));
+      parallel_.cp->broadcast(out.logits.as<float>(), static_cast<size_t>(nseg * V), DType::kF32, P - 1,
+                              parallel::kDefaultStream);
+    }
   }
-  for (const Segment& s : b.segments) s.state->length += s.count;
+  for (const Segment& s : whole.segments) s.state->length += s.count;
   return out;
 }
 

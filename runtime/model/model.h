@@ -105,6 +105,8 @@ class Model {
   /// joins the MoE exchange of every layer and returns 0 rows). An invalid batch is refused before any
   /// state changes, on every rank of the TP group (they compare verdicts first); on a sharded model the
   /// refusing ranks still run an idle step before throwing, so that their EP peers are not left waiting.
+  /// Context parallelism (ModelParallel::cp): the ranks of a CP group pass the same chunks (each with its own
+  /// states from new_sequence); each runs its sub-block of every chunk and all get the same ForwardOutput.
   ForwardOutput forward(std::span<const SequenceChunk> chunks, bool want_hidden = false,
                         LogitsRows logits_rows = LogitsRows::kAll);
 

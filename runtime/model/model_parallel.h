@@ -18,7 +18,9 @@
 // batch composition: a row-parallel projection is computed as a sum of fixed column chunks (one per output
 // group for wo_b, one per 128 columns for the shared w2) whose partials are gathered and added in chunk
 // order on every rank, whatever tp is; the routed experts' outputs are summed in top-k order (the
-// MoeDispatcher's combine order) on every layout including a single process.
+// MoeDispatcher's combine order) on every layout including a single process; and attention over compressed
+// rows merges softmax partials over kCpVirtualShards fixed row sets in shard order, whatever cp is (a single
+// process runs its batch as a one-rank context-parallel split).
 #pragma once
 
 #include <memory>
@@ -29,15 +31,22 @@
 
 namespace dsv4 {
 
+/// Deterministic mode with context parallelism: the softmax over compressed rows is merged from partials over
+/// this many virtual shards (row w in shard w % kCpVirtualShards) on every layout, CP = 1 included, so CP
+/// group sizes that divide it give logits bitwise equal to CP = 1 (runtime/model/context_parallel_attention.cc).
+inline constexpr int kCpVirtualShards = 8;
+
 /// The communicators one rank's model uses. Pointers are not owned (see ModelGroups); a group of size 1
 /// means "not split" and its collectives are local copies.
 struct ModelParallel {
   parallel::Communicator* tp = nullptr;  // required: the TP group (size 1 without TP)
   parallel::Communicator* ep = nullptr;  // required: the EP group (size 1 without EP)
   bool deterministic = false;
-  /// Optional: the context-parallel group sharing each sequence (null or size 1: no CP). Its ranks run the
-  /// same tokens; the compressed and indexer rows are sharded round robin over it and attention partials
-  /// merge across it (runtime/model/context_parallel_attention.cc).
+  /// Optional: the context-parallel group sharing each sequence (null or size 1: no CP). Its ranks receive
+  /// the same chunks and each runs a contiguous sub-block of every chunk; the compressed and indexer rows are
+  /// sharded round robin over it and attention partials merge across it
+  /// (runtime/model/context_parallel_attention.cc). In deterministic mode its size must divide
+  /// kCpVirtualShards.
   parallel::Communicator* cp = nullptr;
 };
 

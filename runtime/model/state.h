@@ -32,7 +32,8 @@ struct CompressorState {
   int64_t num_rows() const { return rows.size(); }
   /// Context parallelism (parallel/context_parallel.h): with cp_size > 1 this rank keeps only the emitted rows
   /// w with w % cp_size == cp_rank, at local index w / cp_size, so rows / num_rows() are this rank's share;
-  /// the windows above stay whole (every CP rank runs every token). Set before the first row is emitted.
+  /// the windows above stay whole (every CP rank appends every token of a chunk: the CP ranks exchange the
+  /// compressor inputs of their sub-blocks). Set before the first row is emitted.
   int64_t cp_rank = 0, cp_size = 1;
   bool owns_row(int64_t w) const { return w % cp_size == cp_rank; }
   /// How many of the first `global_rows` rows this rank keeps.

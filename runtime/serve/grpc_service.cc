@@ -282,12 +282,14 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
   response->set_model_kind(cfg.num_layers >= 60 ? "pro" : cfg.num_layers >= 40 ? "flash" : "custom");
   response->set_config_json(model_config_to_json(cfg));
   v1::ParallelLayout* layout = response->mutable_layout();
-  // Every rank holds a full replica for now (issue 4 brings tp / ep / cp sharding).
+  // The layout the ranks loaded their shards under (a single-process model: one rank holding everything).
+  parallel::MeshConfig mesh;
+  if (server_->loaded->groups) mesh = server_->loaded->groups->mesh.config();
   layout->set_world_size(server_->bootstrap->size());
-  layout->set_dp(1);
-  layout->set_tp(1);
-  layout->set_ep(1);
-  layout->set_cp(1);
+  layout->set_dp(mesh.dp);
+  layout->set_tp(mesh.tp);
+  layout->set_ep(mesh.ep);
+  layout->set_cp(mesh.cp);
   layout->set_backend("cpu");
   response->set_max_context_tokens(cfg.max_position_embeddings);
   response->set_max_prompt_tokens(o.request_limits.max_prompt_tokens > 0 ? o.request_limits.max_prompt_tokens

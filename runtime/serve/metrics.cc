@@ -100,7 +100,7 @@ std::string ServerMetrics::render() const {
     << "dsv4_queue_depth " << queued_ << "\n"
     << "# HELP dsv4_running_sequences Sequences admitted and not finished.\n# TYPE dsv4_running_sequences gauge\n"
     << "dsv4_running_sequences " << running_ << "\n"
-    << "# HELP dsv4_engine_sequences Sequences holding state in rank 0's engine (its DP replica).\n# TYPE dsv4_engine_sequences gauge\n"
+    << "# HELP dsv4_engine_sequences Sequences holding state in the engines of every DP replica.\n# TYPE dsv4_engine_sequences gauge\n"
     << "dsv4_engine_sequences " << engine_sequences_ << "\n"
     << "# HELP dsv4_state_bytes_reserved State bytes reserved by admitted sequences.\n"
     << "# TYPE dsv4_state_bytes_reserved gauge\ndsv4_state_bytes_reserved " << reserved_ << "\n"

@@ -37,7 +37,8 @@ struct ServerOptions {
   /// Generate calls accepted at once (queued + running); beyond: RESOURCE_EXHAUSTED.
   int32_t max_concurrent_requests = 64;
   RequestLimits request_limits;
-  /// state_budget_bytes 0 = derived from the model: room for max_running sequences of 4096 tokens.
+  /// state_budget_bytes 0 = the engine's state pool budget when bounded, else room for max_running sequences of
+  /// 4096 tokens; never more than a bounded pool holds (run() refuses).
   SchedulerLimits scheduler;
   /// "host:port" of the Prometheus endpoint (port 0 = free port); empty = no metrics endpoint.
   std::string metrics_address;

@@ -24,22 +24,33 @@ void broadcast_plan(parallel::Bootstrap& bootstrap, v1::StepPlan& plan) {
   }
 }
 
+namespace {
+
+// What every DP replica holds after a step (rank 0's gauges).
+struct ReplicaTotals {
+  int64_t state_bytes = 0;  // sequence state over all replicas
+  int64_t sequences = 0;    // sequences holding state over all replicas
+};
+
 // After each step every rank joins a small all-gather. Without it rank 0 (the broadcast root, which does not wait
 // for receivers) would keep serving past a dead rank; with it rank 0 blocks and the launcher's abort of the job
-// ends it, so clients see UNAVAILABLE. Its payload is each rank's sequence-state bytes, so that rank 0 can report
-// the state of every DP replica, not only its own: returns the bytes held over all replicas (the TP ranks of a
-// replica hold identical copies of its sequences' state, so the sum over ranks is divided by tp).
-int64_t step_barrier(parallel::Bootstrap& bootstrap, const Engine& engine) {
-  const int64_t mine = engine.state_bytes();
-  if (bootstrap.size() == 1) return mine;
-  std::vector<int64_t> all(static_cast<size_t>(bootstrap.size()));
-  bootstrap.all_gather(&mine, all.data(), sizeof(mine));
-  int64_t sum = 0;
-  for (int64_t b : all) sum += b;
-  return sum / std::max(1, engine.model().shard().tp_size);
+// ends it, so clients see UNAVAILABLE. Its payload is each rank's state bytes and sequence count, so that rank 0
+// reports every DP replica, not only its own: the TP ranks of a replica hold identical copies of its sequences'
+// state, so the sums over ranks are divided by tp; the CP ranks hold shares of it (their bytes add up to the
+// whole) and each lists every sequence, so the sequence count is divided by cp too.
+ReplicaTotals step_barrier(parallel::Bootstrap& bootstrap, const Engine& engine) {
+  const int64_t mine[2] = {engine.state_bytes(), static_cast<int64_t>(engine.num_sequences())};
+  if (bootstrap.size() == 1) return {mine[0], mine[1]};
+  std::vector<int64_t> all(2 * static_cast<size_t>(bootstrap.size()));
+  bootstrap.all_gather(mine, all.data(), sizeof(mine));
+  ReplicaTotals sum;
+  for (size_t r = 0; r < all.size(); r += 2) {
+    sum.state_bytes += all[r];
+    sum.sequences += all[r + 1];
+  }
+  const int64_t tp = std::max(1, engine.model().shard().tp_size);
+  return {sum.state_bytes / tp, sum.sequences / (tp * engine.cp_size())};
 }
-
-namespace {
 
 class BootstrapPlanChannel final : public PlanChannel {
  public:
@@ -107,7 +118,10 @@ class ServingLoop {
         channel_(channel),
         scheduler_(limits, [cfg = loaded.model->config(), page = state_page_bytes(engine),
                             mtp = static_cast<int64_t>(loaded.model->weights().mtp.size())](int64_t tokens) {
-          // Exactly what the engine's StatePool books for a sequence at `tokens` tokens (fp32 CPU state).
+          // Exactly what the engine's StatePool books for a sequence at `tokens` tokens (fp32 CPU state). With
+          // context parallelism a rank books only its share of the compressed rows (the fixed buffers in full),
+          // never more than this, so admission by the whole sequence is safe, if conservative by up to the rows'
+          // (cp - 1) / cp.
           return cpu_state_bytes(cfg, tokens, page, mtp).total();
         }) {}
 
@@ -230,7 +244,7 @@ class ServingLoop {
           DSV4_CHECK(it != live_.end()) << "candidates for unknown sequence " << id;
           return it->second->stream->candidates_suffice(merged, count, all_in);
         });
-    all_state_bytes_ = step_barrier(*s_.bootstrap, engine_);
+    all_replicas_ = step_barrier(*s_.bootstrap, engine_);
     const Clock::time_point now = Clock::now();
     for (SampledCandidates& out : sampled) {
       auto it = live_.find(out.sequence_id);
@@ -263,12 +277,11 @@ class ServingLoop {
 
   void update_gauges() {
     s_.metrics.set_queue(static_cast<int64_t>(scheduler_.queued()), static_cast<int64_t>(scheduler_.running()),
-                         scheduler_.reserved_bytes(), all_state_bytes_,
-                         static_cast<int64_t>(engine_.num_sequences()));
+                         scheduler_.reserved_bytes(), all_replicas_.state_bytes, all_replicas_.sequences);
   }
 
   InferenceServer::Impl& s_;
-  int64_t all_state_bytes_ = 0;  // sequence state over every DP replica, after the last step (step_barrier)
+  ReplicaTotals all_replicas_;  // state bytes and sequences over every DP replica after the last step (step_barrier)
   const LoadedModel& loaded_;
   Engine& engine_;
   PlanChannel& channel_;
@@ -282,12 +295,21 @@ void InferenceServer::run(const LoadedModel& loaded, Engine& engine, PlanChannel
   Impl& s = *impl_;
   DSV4_CHECK(s.bootstrap->rank() == 0) << "InferenceServer::run is for rank 0";
   const ModelConfig& cfg = loaded.model->config();
+  // The scheduler admits by the bytes the engine's pool books, so with a bounded pool it takes the pool's budget
+  // (the server's main sets it from the deployment's memory) and may not promise more than the pool holds.
+  const StatePool* pool = engine.state_pool();
+  const bool bounded = pool != nullptr && !pool->unlimited();
   if (s.options.scheduler.state_budget_bytes <= 0) {
     s.options.scheduler.state_budget_bytes =
-        s.options.scheduler.max_running *
-        cpu_state_bytes(cfg, 4096, state_page_bytes(engine), static_cast<int64_t>(loaded.model->weights().mtp.size()))
-            .total();
+        bounded ? pool->budget_bytes()
+                : s.options.scheduler.max_running *
+                      cpu_state_bytes(cfg, 4096, state_page_bytes(engine),
+                                      static_cast<int64_t>(loaded.model->weights().mtp.size()))
+                          .total();
   }
+  DSV4_CHECK_ARG(!bounded || s.options.scheduler.state_budget_bytes <= pool->budget_bytes())
+      << "the scheduler's state budget (" << s.options.scheduler.state_budget_bytes
+      << " bytes per replica) exceeds the engine's state pool (" << pool->budget_bytes() << " bytes)";
   s.options.scheduler.dp_size = engine.dp_size();
   std::unique_ptr<PlanChannel> own;
   if (channel == nullptr) channel = (own = make_bootstrap_plan_channel(*s.bootstrap)).get();

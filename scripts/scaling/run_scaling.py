@@ -18,7 +18,10 @@ stream), or N independent single-rank jobs at once (`dpx`: data parallelism, wea
       [--build build] [--ranks 1,2,4] [--layouts ep,tp,tpep,dpx] [--prompt-len 32] [--output-len 16] [--repeat 2]
 
 On a cluster the same command with --slurm DEPLOYMENT writes one deployment and one sbatch script per GPU
-count (--gpus 8,16,...) through `dsv4-launch slurm`, and submits them with --submit (see docs/SCALING.md).
+count (--gpus 8,16,...) through `dsv4-launch slurm`, each running this workload (same prompt, output length,
+step marks) inside its allocation and writing its row to OUT/results/; --submit submits them (job ids in
+OUT/manifest.json) and --gather OUT [--wait S] writes the same CSV, PNG and summary from the jobs' results,
+naming every job that has none (scripts/scaling/slurm_jobs.py, docs/SCALING.md).
 Python: the system interpreter (Debian python3-matplotlib); no other dependency.
 """
 import argparse
@@ -155,13 +158,19 @@ def run_one(args, lib, n, dp, tp, ep, rep, out_dir, family):
     runs = [parse_job(o, e, args.output_len) for o, e in
             launch(args, lib, ranks, 1 if family == "dpx" else dp, 1 if family == "dpx" else tp,
                    1 if family == "dpx" else ep, tag, out_dir, jobs)]
+    return make_row(runs, args.prompt_len, tag, family, n, dp, tp, ep, rep)
+
+
+def make_row(runs, prompt_len, tag, family, n, dp, tp, ep, rep):
+    """One CSV row from the parsed jobs of one configuration (several for dpx: their sequences run at once).
+    Shared by the local runs and the Slurm jobs (scripts/scaling/slurm_jobs.py), so both have the same fields."""
     decode_steps = [s for r in runs for s in r["decode_steps"]]
     # Throughput over all sequences in flight: each job runs one sequence; concurrent jobs add up.
     decode_tok_s = sum(len(r["decode_steps"]) / sum(r["decode_steps"]) for r in runs if r["decode_steps"])
-    prefill_tok_s = sum(args.prompt_len / r["prefill_s"] for r in runs)
+    prefill_tok_s = sum(prompt_len / r["prefill_s"] for r in runs)
     return {
-        "tag": tag, "family": family, "ranks": n, "dp": dp, "tp": tp, "ep": ep, "rep": rep, "sequences": jobs,
-        "prompt_len": args.prompt_len, "tokens_per_sequence": runs[0]["tokens"],
+        "tag": tag, "family": family, "ranks": n, "dp": dp, "tp": tp, "ep": ep, "rep": rep, "sequences": len(runs),
+        "prompt_len": prompt_len, "tokens_per_sequence": runs[0]["tokens"],
         "ttft_s": statistics.mean(r["prefill_s"] for r in runs),
         "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s,
         "itl_p50_ms": 1e3 * pct(decode_steps, 0.5), "itl_p90_ms": 1e3 * pct(decode_steps, 0.9),
@@ -178,21 +187,21 @@ def run_one(args, lib, n, dp, tp, ep, rep, out_dir, family):
     }
 
 
-def simulate(args, n, dp, tp, ep, family):
+def simulate(args, n, dp, tp, ep, family, nodes=1, config=None):
     """The simulator's prediction for the same workload (decode at the mean context of the run), for the
     configurations it models exactly: every rank busy (one rank; one replica over all ranks; n independent
     replicas). With one sequence on DP replica 0 of an `ep`/`tpep` layout the other replicas idle, which the
     simulator (every replica holds batch / dp sequences) does not describe: no prediction there."""
-    if family in ("ep", "tpep"):
+    if family in ("ep", "tpep") or (family not in LAYOUTS and dp > 1):
         return {"pred_note": "idle replicas: not modelled"}
     if family == "dpx":
         layout, batch = f"{n},1,1,1", n
     else:
         layout, batch = f"{dp},{tp},{ep},1", 1
-    cfg = os.path.join(args.checkpoint, "config.json")
+    cfg = config or os.path.join(args.checkpoint, "config.json")
     ctx = args.prompt_len + args.output_len // 2
-    cmd = [args.dsv4_launch, "simulate", "--json", "--config", cfg, "--layout", layout, "--nodes", "1",
-           "--gpus-per-node", str(n), "--hardware", args.hardware, "--batch", str(batch), "--context", str(ctx),
+    cmd = [args.dsv4_launch, "simulate", "--json", "--config", cfg, "--layout", layout, "--nodes", str(nodes),
+           "--gpus-per-node", str(n // nodes), "--hardware", args.hardware, "--batch", str(batch), "--context", str(ctx),
            "--prompt", str(args.prompt_len), "--output", str(args.output_len)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -228,13 +237,19 @@ def err(pred, meas):
 
 def bench_cores(profile):
     """The cores cpu_profile_bench got while measuring the linear kernel (written into the profile's notes)."""
+    if not profile:
+        return float("nan")
     m = re.search(r"got ([0-9.]+) cores", open(profile).read())
     return float(m.group(1)) if m else float("nan")
 
 
 def summarize(args, agg, out_dir):
-    base = next((r for r in agg if r["ranks"] == 1), None)
     cb = bench_cores(args.hardware)
+    # Each family against its smallest world (the one-rank `single` run for the local families; the smallest GPU
+    # count a Slurm template ran at for the cluster ones).
+    def base_of(family):
+        rs = [r for r in agg if r["family"] in (family, "single")]
+        return min(rs, key=lambda r: r["ranks"])
     for r in agg:
         # The profile's rates are those of the share of the host the bench got (cb cores); a run that got c cores
         # in its decode steps would see them scaled by c / cb if compute scaled with cores (MPI waiting counts as
@@ -243,18 +258,23 @@ def summarize(args, agg, out_dir):
         r["pred_decode_adjusted"] = r.get("pred_decode_tok_s", float("nan")) * cd / cb
         r["pred_decode_adjusted_error"] = err(r["pred_decode_adjusted"], r["decode_tok_s"])
         # dpx adds sequences with ranks (weak scaling); the others split one sequence (strong scaling).
-        b = base["decode_tok_s"] if base else float("nan")
-        r["efficiency"] = (r["decode_tok_s"] / r["ranks"]) / b if r["family"] == "dpx" else r["decode_tok_s"] / (r["ranks"] * b)
+        base = base_of(r["family"])
+        b, n0 = base["decode_tok_s"], base["ranks"]
+        r["efficiency"] = ((r["decode_tok_s"] / r["ranks"]) / b if r["family"] == "dpx"
+                           else r["decode_tok_s"] * n0 / (r["ranks"] * b))
         r["pred_decode_error"] = err(r.get("pred_decode_tok_s", float("nan")), r["decode_tok_s"])
         r["pred_prefill_error"] = err(r.get("pred_prefill_tok_s", float("nan")), r["prefill_tok_s"])
     lines = [f"# Scaling run: {os.path.basename(os.path.normpath(args.checkpoint))}, prompt {args.prompt_len} tokens, "
              f"output {args.output_len} tokens, ranks {args.ranks}, {args.repeat} repeat(s) (medians)",
+             *([""] + args.summary_notes if getattr(args, "summary_notes", None) else []),
              "", f"Command: `{' '.join(sys.argv)}`; finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
              f"load average at the end {' '.join(open('/proc/loadavg').read().split()[:3])} on {os.cpu_count()} cores.", "",
              "Families: `single` one rank; `ep` dp=N, ep=N and `tpep` dp=N/2, tp=2, ep=N, one sequence on replica 0 "
              "(the other replicas step with no tokens); `tp` one replica over N ranks (tp=N, ep=N); `dpx` N "
-             "independent one-rank jobs at once. Efficiency: strong scaling (one sequence) tok/s(N) / (N x tok/s(1)); "
-             "weak scaling (`dpx`, N sequences) (tok/s(N) / N) / tok/s(1). TTFT is the prefill step (start-up and "
+             "independent one-rank jobs at once; any other family is a Slurm template (dsv4-launch slurm, one sequence "
+             "on replica 0 of its layout at each GPU count). Efficiency: strong scaling (one sequence) "
+             "tok/s(N) x N0 / (N x tok/s(N0)), N0 the family's smallest world (1 for the local families); weak "
+             "scaling (`dpx`, N sequences) (tok/s(N) / N) / tok/s(1). TTFT is the prefill step (start-up and "
              "loading excluded); ITL the decode steps; comm share the MPI time of the decode steps over their wall "
              "time (mean over ranks); cores used the CPU seconds of all ranks over the run's wall time (cores in "
              "decode: over the decode steps only). The last column scales the prediction by the cores the decode "
@@ -316,69 +336,53 @@ def plot(agg, out_dir, prefix):
     log(f"wrote {path}")
 
 
-def slurm(args):
-    """Cluster path: one deployment + sbatch script per GPU count through `dsv4-launch slurm`."""
-    import yaml
-    with open(args.slurm) as f:
-        base = yaml.safe_load(f)
-    base_dir = os.path.dirname(os.path.abspath(args.slurm))
-    os.makedirs(args.out, exist_ok=True)
-    gpn = int(base.get("gpus_per_node") or base.get("ranks_per_node"))
-    tp = int(base["layout"].get("tp", 1))
-    for g in [int(x) for x in args.gpus.split(",")]:
-        dep = json.loads(json.dumps(base))
-        nodes = max(1, g // gpn)
-        dep["name"] = f"{base['name']}-g{g}"
-        dep["nodes"] = nodes
-        for key in ("config", "checkpoint"):  # keep the template's relative paths valid from the new folder
-            p = dep["model"][key]
-            if not os.path.isabs(p):
-                dep["model"][key] = os.path.normpath(os.path.join(base_dir, p))
-        # EP over the largest divisor of the GPU count that divides the routed experts (as the simulator's sweep).
-        experts = json.load(open(dep["model"]["config"]))["n_routed_experts"]
-        ep = max(e for e in range(1, g + 1) if g % e == 0 and experts % e == 0)
-        dep["layout"] = {"dp": g // tp, "tp": tp, "ep": ep, "cp": 1}
-        path = os.path.join(args.out, dep["name"] + ".yaml")
-        with open(path, "w") as f:
-            yaml.safe_dump(dep, f, sort_keys=False)
-        cmd = [args.dsv4_launch, "slurm", path, "--out", os.path.join(args.out, dep["name"] + ".sbatch"),
-               "--log-dir", os.path.join(args.out, "logs")]
-        if args.submit:
-            cmd.append("--submit")
-        log(" ".join(cmd))
-        subprocess.run(cmd, check=True)
-    log("each job starts the server of its deployment (logs in " + os.path.join(args.out, "logs") + "); measure "
-        "each with the serving benchmark (scripts/bench/serving) against its address. Collecting those tables "
-        "into one CSV is not automated: it has never run on a cluster (docs/SCALING.md, 'On a cluster').")
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--checkpoint", help="checkpoint folder (e.g. from dsv4 make-checkpoint)")
-    p.add_argument("--out", required=True, help="output folder (CSV, PNG, summary.md, per-run logs)")
+    p.add_argument("--out", help="output folder (CSV, PNG, summary.md, per-run logs; with --slurm: deployments, "
+                                 "sbatch scripts, logs/, results/ and manifest.json)")
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--layouts", default="ep,tp,tpep,dpx", help=f"families among {','.join(LAYOUTS)}")
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--output-len", type=int, default=16)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--timeout", type=float, default=600)
-    p.add_argument("--hardware", default=os.path.join(ROOT, "configs", "hardware", "cpu-2core.yaml"))
+    p.add_argument("--hardware", help="hardware profile of the predictions (default here: configs/hardware/"
+                                      "cpu-2core.yaml; with --gather: none unless given)")
     p.add_argument("--plot-dir", help="folder of the PNG (default: --out)")
     p.add_argument("--plot-prefix", default="", help="prefix of the PNG name")
     p.add_argument("--from-runs", metavar="RUNS_CSV",
                    help="do not run: re-read a runs.csv of an earlier invocation, redo the predictions with the "
                         "current --hardware profile and rewrite the CSV, summary and plot into --out")
-    p.add_argument("--slurm", metavar="DEPLOYMENT", help="cluster mode: template deployment YAML")
-    p.add_argument("--gpus", default="8,16,32,64,128", help="cluster mode: GPU counts")
-    p.add_argument("--submit", action="store_true", help="cluster mode: run sbatch")
+    c = p.add_argument_group("cluster (Slurm) mode: scripts/scaling/slurm_jobs.py, docs/SCALING.md")
+    c.add_argument("--slurm", metavar="DEPLOYMENT", help="template deployment YAML: one job per --gpus count")
+    c.add_argument("--gpus", default="8,16,32,64,128", help="GPU (rank) counts")
+    c.add_argument("--submit", action="store_true", help="sbatch --parsable each script; job ids in manifest.json")
+    c.add_argument("--launcher", choices=("srun", "mpirun"), default="srun", help="job step launcher")
+    c.add_argument("--partition", help="Slurm partition")
+    c.add_argument("--time", help="Slurm time limit, e.g. 01:00:00")
+    c.add_argument("--gather", metavar="DIR", help="collect the results of the jobs of DIR/manifest.json into "
+                                                  "CSV, PNG and summary.md (in DIR, or --out)")
+    c.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="with --gather: wait up to this long for jobs that have no result yet")
+    c.add_argument("--job-result", metavar="JOB_JSON", help=argparse.SUPPRESS)  # the sbatch script's hook
     args = p.parse_args()
     args.dsv4 = os.path.join(args.build, "launcher", "dsv4")
     args.dsv4_launch = os.path.join(args.build, "launcher", "dsv4-launch")
-    if args.slurm:
-        return slurm(args)
-    if not args.checkpoint:
-        p.error("--checkpoint is required (except with --slurm)")
+    if args.slurm or args.gather or args.job_result:
+        sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+        import slurm_jobs  # the cluster path (scripts/scaling/slurm_jobs.py)
+        if args.job_result:
+            return slurm_jobs.job_result(args.job_result)
+        if args.gather:
+            return slurm_jobs.gather(args)
+        if not args.out:
+            p.error("--out is required")
+        return slurm_jobs.write_jobs(args)
+    if not args.checkpoint or not args.out:
+        p.error("--checkpoint and --out are required (except with --slurm / --gather)")
+    args.hardware = args.hardware or os.path.join(ROOT, "configs", "hardware", "cpu-2core.yaml")
     os.makedirs(args.out, exist_ok=True)
     rows = []
     if args.from_runs:
@@ -432,6 +436,12 @@ def main():
                 log(f"   prefill {r['prefill_tok_s']:.2f} tok/s, decode {r['decode_tok_s']:.2f} tok/s, TTFT "
                     f"{r['ttft_s']:.2f} s, comm {100 * r['comm_share']:.0f}%, cores {r['cores_used']:.2f}, peak RSS "
                     f"{r['peak_rss_mib_max']:.0f} MiB; predicted decode {pred.get('pred_decode_tok_s', float('nan')):.2f}")
+    return write_outputs(args, rows, failures)
+
+
+def write_outputs(args, rows, failures):
+    """scaling.csv (medians), runs.csv (every run), summary.md and the PNG into args.out; exit status 1 when a
+    configuration failed (listed last). The local runs and the gathered Slurm jobs both end here."""
     agg = aggregate(rows)
     summarize(args, agg, args.out)
     keys = sorted({k for r in agg for k in r})
@@ -443,12 +453,13 @@ def main():
         w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
         w.writeheader()
         w.writerows(rows)
-    plot(agg, args.out if not args.plot_dir else args.plot_dir, args.plot_prefix)
+    if agg:
+        plot(agg, args.out if not args.plot_dir else args.plot_dir, args.plot_prefix)
     log(f"wrote {args.out}/scaling.csv, runs.csv, summary.md")
     if failures:
         log(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures))
         return 1
-
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

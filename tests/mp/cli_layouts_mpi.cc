@@ -178,7 +178,8 @@ TEST_F(CliLayouts, BadLayoutIsRefusedOnEveryRank) {
 TEST_F(CliLayouts, AFailingRankEndsTheJob) {
   std::string out;
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_NE(forward("-np 2 -x DSV4_FAULT_INJECT=rank=1,at=all_to_all_v#2", "--dp 2 --ep 2", "f.bin", &out), 0)
+  // The 2nd shared-window fence of rank 1: inside a MoE exchange (one host, so the dispatcher uses the window).
+  EXPECT_NE(forward("-np 2 -x DSV4_FAULT_INJECT=rank=1,at=window_fence#2", "--dp 2 --ep 2", "f.bin", &out), 0)
       << out;
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20)) << out;
   EXPECT_NE(out.find("[rank 1] fatal: "), std::string::npos) << out;

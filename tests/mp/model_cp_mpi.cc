@@ -1,17 +1,97 @@
-// Context parallelism of the model over the MPI backend (cases in model_cp_core.h), under mpirun -np 2 / 4:
-// CP logits equal CP = 1 within 1e-5 relative, bitwise equal across the CP ranks, rows sharded round robin.
+// Context parallelism of the model over the MPI backend, under mpirun -np 2 / 4: the tiny-model cases of
+// model_cp_core.h (CP logits equal CP = 1 within 1e-5 relative and bitwise in deterministic mode, bitwise equal
+// across the CP ranks, rows sharded round robin), and at np 4 the layout tp 2 x cp 2 x ep 4 on a random
+// checkpoint of golden-a's architecture (heads, output groups, shared expert and vocabulary split over TP, the
+// sequence over CP, the experts over all four ranks, whose MoE exchange then joins CP ranks holding different
+// tokens), whose gathered logits must equal the single-process model's (1e-5 relative; bitwise in
+// deterministic mode).
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
 #include "parallel/communicator.h"
+#include "parallel/mesh.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/checkpoint/writer.h"
+#include "runtime/config/model_config.h"
+#include "runtime/model/shard_load.h"
 #include "tests/mp/model_cp_core.h"
 #include "tests/support/mpi_test_env.h"
+#include "tests/support/test_paths.h"
 
 namespace dsv4 {
 namespace {
 
+namespace fs = std::filesystem;
+
 TEST(ModelCpMpi, MatchesSingleRank) {
   auto world = parallel::make_communicator("mpi", testing::mpi_world_bootstrap());
-  for (const auto& c : testing::cp_cases()) testing::case_model_cp(*world, c);
+  for (bool det : {false, true}) {
+    for (const auto& c : testing::cp_cases()) testing::case_model_cp(*world, c, det);
+    testing::case_model_cp_batches(*world, det);
+  }
+}
+
+// Prefill in chunks (ends at 61, 64, 194, 299: past the ring wrap at 16, the first indexer selection, two
+// ratio-128 rows) then three decode steps; every forward's logits gathered to whole vocabulary rows.
+std::vector<float> run_tp_cp_schedule(Model& model, const std::vector<int32_t>& tokens) {
+  SequenceState st = model.new_sequence();
+  std::vector<float> all;
+  int64_t at = 0;
+  for (int64_t n : {61, 3, 130, 105, 1, 1, 1}) {
+    SequenceChunk c{&st, std::span<const int32_t>(tokens.data() + at, n)};
+    const ForwardOutput out = model.forward(std::span<const SequenceChunk>(&c, 1));
+    const Tensor full = gather_full_logits(model, out.logits, out.vocab_begin);
+    all.insert(all.end(), full.as<float>(), full.as<float>() + full.numel());
+    at += n;
+  }
+  return all;
+}
+
+TEST(ModelCpMpi, TensorTimesContextParallel) {
+  auto world = parallel::make_communicator("mpi", testing::mpi_world_bootstrap());
+  if (world->size() != 4) GTEST_SKIP() << "tp 2 x cp 2 x ep 4 runs on 4 ranks";
+  char path[512] = {};
+  if (world->rank() == 0) {
+    const fs::path d = testing::scratch_dir("model_cp_mpi");
+    const ModelConfig cfg = load_model_config(testing::golden_model_dir("golden-a") / "config.json");
+    make_random_checkpoint(cfg, 3, d / "ckpt", 1);
+    std::strncpy(path, (d / "ckpt").c_str(), sizeof(path) - 1);
+  }
+  world->broadcast(path, sizeof(path), DType::kU8, 0, parallel::kDefaultStream);
+  {
+    const Checkpoint ckpt = Checkpoint::open(path);
+    const ModelConfig& cfg = ckpt.config();
+    const std::vector<int32_t> tokens = testing::cp_tokens(302, cfg.vocab_size, 9);
+    parallel::MeshConfig mc;
+    mc.world_size = 4;
+    mc.tp = 2;
+    mc.cp = 2;
+    mc.ep = 4;
+    const parallel::Mesh mesh = parallel::Mesh::create(mc, mesh_dims(cfg));
+    ModelGroups groups = make_model_groups(*world, mesh);
+    const ModelShard shard = model_shard_for_rank(cfg, mesh, world->rank());
+    for (bool det : {false, true}) {
+      SCOPED_TRACE(std::string("tp 2 x cp 2 x ep 4") + (det ? ", deterministic" : "") + ", rank " +
+                   std::to_string(world->rank()));
+      Model single = Model::from_checkpoint(ckpt, Numerics::kPlain, det);
+      const std::vector<float> want = run_tp_cp_schedule(single, tokens);
+      Model model = Model::from_checkpoint_sharded(ckpt, Numerics::kPlain, groups.parallel(det), shard);
+      const std::vector<float> got = run_tp_cp_schedule(model, tokens);
+      ASSERT_EQ(got.size(), want.size());
+      if (det) {
+        EXPECT_TRUE(got == want) << "not bitwise CP = 1 (relative difference " << testing::cp_relative_error(got, want)
+                                 << ")";
+      } else {
+        EXPECT_LE(testing::cp_relative_error(got, want), 1e-5);
+      }
+    }
+  }
+  testing::mpi_world_bootstrap().barrier();
+  if (world->rank() == 0) fs::remove_all(fs::path(path).parent_path());
 }
 
 }  // namespace

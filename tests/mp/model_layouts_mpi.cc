@@ -34,8 +34,6 @@ using testing::Layout;
 using testing::Trace;
 using testing::Workload;
 
-fs::path golden_dir(const std::string& name) { return testing::source_dir() / "tests/golden/model" / name; }
-
 // Runs `body` with the world communicator; a throwing rank ends the job with its message.
 void on_every_rank(const std::function<void(parallel::Communicator&)>& body) {
   parallel::Bootstrap& bootstrap = dsv4::testing::mpi_world_bootstrap();
@@ -71,7 +69,7 @@ TEST(ModelLayoutsMpi, RandomCheckpointMoreExpertsThanRanks) {
     char path[512] = {};
     if (world.rank() == 0) {
       const fs::path d = testing::scratch_dir("model_layouts_mpi");
-      std::ifstream in(golden_dir("golden-a") / "config.json");
+      std::ifstream in(testing::golden_model_dir("golden-a") / "config.json");
       nlohmann::json cfg = nlohmann::json::parse(in);
       cfg["moe_intermediate_size"] = 256;
       cfg["n_routed_experts"] = 8;
@@ -92,7 +90,7 @@ TEST(ModelLayoutsMpi, RandomCheckpointMoreExpertsThanRanks) {
 // sequence A against the transformers logits (max|diff| <= 1e-4 max|ref|, same argmax).
 TEST(ModelLayoutsMpi, GoldenAAgainstTransformers) {
   on_every_rank([](parallel::Communicator& world) {
-    const fs::path dir = golden_dir("golden-a");
+    const fs::path dir = testing::golden_model_dir("golden-a");
     std::ifstream mf(dir / "manifest.json");
     const nlohmann::json m = nlohmann::json::parse(mf);
     const std::vector<int32_t> tokens = m.at("tokens").get<std::vector<int32_t>>();

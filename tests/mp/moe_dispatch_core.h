@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
+#include <memory>
 #include <vector>
 
 #include "parallel/communicator.h"
@@ -177,6 +179,102 @@ inline void case_moe_dispatch_combine(Communicator& ep, const MoeCase& c) {
   }
 }
 
+/// Every exchange (kSingle, kPerExpert, kShared, kAuto), one dispatcher each, over the same sequence of batches
+/// whose sizes rise (so the shared window grows between calls) with a batch where every rank has zero tokens
+/// and rank 1 always has none: the dispatched rows and the combined outputs must be bitwise equal to kSingle's,
+/// with the expert output in a separate buffer and (identity experts, second combine) result().rows itself.
+/// `expect_shared`: the backend offers a window, so kAuto must have taken kShared.
+inline void case_moe_exchanges_agree(Communicator& ep, DType dtype, int64_t hidden, bool expect_shared) {
+  const int n = ep.size(), r = ep.rank(), experts = 4 * n, top_k = 3;
+  const MoeExchange exchanges[] = {MoeExchange::kSingle, MoeExchange::kPerExpert, MoeExchange::kShared,
+                                   MoeExchange::kAuto};
+  std::vector<std::unique_ptr<MoeDispatcher>> dispatchers;
+  for (MoeExchange e : exchanges)
+    dispatchers.push_back(std::make_unique<MoeDispatcher>(ep, MoeDispatchConfig{experts, hidden, dtype, e}));
+  const int64_t batches[] = {2, 0, 7, 30, 3, 90};
+  for (size_t b = 0; b < std::size(batches); ++b) {
+    Rng rng(977 * b + 13 * static_cast<uint64_t>(r) + 5);
+    const int64_t tokens = r == 1 ? 0 : batches[b] * (1 + r % 3);
+    std::vector<int32_t> ids;
+    std::vector<float> weights, x;
+    for (int64_t t = 0; t < tokens * top_k; ++t) {
+      int32_t e;
+      bool repeat;
+      do {
+        e = rng.below(6) == 0 ? -1 : rng.below(experts);
+        repeat = false;
+        for (int64_t j = t - t % top_k; j < t; ++j) repeat |= e != -1 && ids[j] == e;
+      } while (repeat);
+      ids.push_back(e);
+      weights.push_back(0.25f + rng.uniform());
+    }
+    for (int64_t i = 0; i < tokens * hidden; ++i) {
+      const float v = rng.uniform() * 4.0f - 2.0f;
+      x.push_back(dtype == DType::kBF16 ? round_bf16(v) : v);
+    }
+    const std::vector<std::byte> xb = encode(x, dtype);
+    const size_t y_bytes = dtype_bytes(dtype, tokens * hidden);
+    std::vector<std::byte> want_rows, want_y, want_identity;
+    std::vector<int64_t> want_per_expert;
+    for (size_t i = 0; i < dispatchers.size(); ++i) {
+      const MoeDispatchResult& d = dispatchers[i]->dispatch({tokens, top_k, ids.data(), xb.data()});
+      const std::vector<std::byte> rows(d.rows, d.rows + dtype_bytes(dtype, d.num_rows * hidden));
+      std::vector<float> results(static_cast<size_t>(d.num_rows * hidden));
+      for (int e = 0; e < static_cast<int>(d.num_tokens_per_expert.size()); ++e)
+        for (int64_t row = d.expert_offsets[e]; row < d.expert_offsets[e + 1]; ++row)
+          for (int64_t j = 0; j < hidden; ++j)
+            results[row * hidden + j] =
+                expert_fn(d.first_local_expert + e, decode(d.rows, row * hidden + j, dtype), dtype);
+      const std::vector<std::byte> expert_out = encode(results, dtype);
+      std::vector<std::byte> y(y_bytes), identity(y_bytes);
+      dispatchers[i]->combine(expert_out.data(), weights.data(), y.data());
+      EXPECT_EQ(std::vector<std::byte>(d.rows, d.rows + rows.size()), rows)
+          << "combine changed result().rows (" << moe_exchange_name(exchanges[i]) << ")";
+      dispatchers[i]->combine(d.rows, weights.data(), identity.data());
+      if (i == 0) {
+        want_rows = rows;
+        want_y = y;
+        want_identity = identity;
+        want_per_expert = d.num_tokens_per_expert;
+        continue;
+      }
+      const char* name = moe_exchange_name(exchanges[i]);
+      EXPECT_EQ(d.num_tokens_per_expert, want_per_expert) << name << ", rank " << r << ", batch " << b;
+      EXPECT_TRUE(rows == want_rows) << name << ": dispatched rows differ from single's, rank " << r << ", batch " << b;
+      EXPECT_TRUE(y == want_y) << name << ": combined outputs differ from single's, rank " << r << ", batch " << b;
+      EXPECT_TRUE(identity == want_identity)
+          << name << ": combine of result().rows differs from single's, rank " << r << ", batch " << b;
+    }
+    EXPECT_EQ(dispatchers[2]->last_exchange(), MoeExchange::kShared);
+    EXPECT_EQ(dispatchers[3]->last_exchange() == MoeExchange::kShared, expect_shared);
+  }
+}
+
+/// A node-shared window: every rank writes a pattern into every segment (its own stripe), fences, and reads
+/// all stripes of its own segment; twice, with windows of two sizes (64-byte aligned segments).
+inline void case_shared_window(Communicator& comm) {
+  const int n = comm.size(), r = comm.rank();
+  for (size_t stripe : {size_t{8}, size_t{4096}}) {
+    std::unique_ptr<SharedWindow> w = comm.make_shared_window(stripe * n);
+    ASSERT_NE(w, nullptr);
+    EXPECT_EQ(w->rank(), r);
+    EXPECT_EQ(w->size(), n);
+    EXPECT_EQ(w->capacity(), stripe * n);
+    for (int p = 0; p < n; ++p) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(w->segment(p)) % 64, 0u) << "segment " << p;
+      std::memset(w->segment(p) + r * stripe, 16 * r + p, stripe);
+    }
+    w->fence();
+    for (int q = 0; q < n; ++q)
+      for (size_t i = 0; i < stripe; ++i)
+        if (w->segment(r)[q * stripe + i] != static_cast<std::byte>(16 * q + r)) {
+          ADD_FAILURE() << "rank " << r << ": byte " << i << " of rank " << q << "'s stripe";
+          break;
+        }
+    w->fence();  // no rank frees (MPI) or rewrites before all have read
+  }
+}
+
 /// The case table every front end runs.
 inline std::vector<MoeCase> moe_cases(int ranks) {
   return {
@@ -187,6 +285,8 @@ inline std::vector<MoeCase> moe_cases(int ranks) {
       {8 * ranks, 32, 6, DType::kF32, 4, MoeExchange::kPerExpert},  // top-6 like V4
       {8 * ranks, 32, 6, DType::kBF16, 4, MoeExchange::kSingle},
       {4 * ranks, 4096, 4, DType::kBF16, 6, MoeExchange::kAuto},    // wide rows under kAuto's choice
+      {8 * ranks, 32, 6, DType::kF32, 4, MoeExchange::kShared},
+      {2 * ranks, 5, 1, DType::kBF16, 3, MoeExchange::kShared},
   };
 }
 

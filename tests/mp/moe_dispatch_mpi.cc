@@ -13,6 +13,18 @@ TEST(MoeDispatchMpi, MatchesSingleRankReference) {
   for (const auto& c : testing::moe_cases(comm->size())) testing::case_moe_dispatch_combine(*comm, c);
 }
 
+TEST(MoeDispatchMpi, ExchangesAgreeBitwiseAsTheWindowGrows) {
+  // mpirun on one host: the group shares a node, so kAuto must take the shared window.
+  auto comm = make_communicator("mpi", dsv4::testing::mpi_world_bootstrap());
+  testing::case_moe_exchanges_agree(*comm, DType::kF32, 9, /*expect_shared=*/true);
+  testing::case_moe_exchanges_agree(*comm, DType::kBF16, 64, /*expect_shared=*/true);
+}
+
+TEST(MoeDispatchMpi, SharedWindow) {
+  auto comm = make_communicator("mpi", dsv4::testing::mpi_world_bootstrap());
+  testing::case_shared_window(*comm);
+}
+
 TEST(MoeDispatchMpi, InsideSubgroups) {
   // EP over pairs of ranks (or the single rank): dispatch stays inside each group.
   auto world = make_communicator("mpi", dsv4::testing::mpi_world_bootstrap());

@@ -10,6 +10,10 @@ namespace dsv4::testing {
 std::filesystem::path source_dir();
 /// ../shared beside the repository (or $DSV4_SHARED_DIR).
 std::filesystem::path shared_dir();
+/// A golden checkpoint under tests/golden/model/ ("golden-a", "golden-b").
+inline std::filesystem::path golden_model_dir(const std::string& name) {
+  return source_dir() / "tests/golden/model" / name;
+}
 /// The `dsv4` executable built with the tests ($DSV4_BIN, set by ctest).
 std::filesystem::path dsv4_bin();
 /// A fresh, empty temporary folder unique to this process and `name`; removed by the caller or left in /tmp.

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
+#include <utility>
+#include <random>
 
 #include "runtime/core/error.h"
 #include "runtime/engine/sampler.h"
@@ -260,6 +263,111 @@ TEST(Sampler, UntruncatedDrawFromAPrefixEqualsTheWholeVocabulary) {
   }
   EXPECT_GT(inside, 30);
   EXPECT_GT(outside, 30);
+}
+
+// Rows of a step reduced over the kernel thread pool give bitwise the serial loop's candidates and normalisers
+// (each row is one thread's work, reduced in the same order), masked rows and the skipped-normaliser rows too.
+TEST(Sampler, ParallelRowsEqualTheSerialLoop) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> d(0.0f, 3.0f);
+  constexpr int64_t kVocab = 5000;
+  constexpr int kRows = 19;
+  std::vector<float> logits(static_cast<size_t>(kVocab) * kRows);
+  for (float& x : logits) x = d(rng);
+  for (int64_t i = 0; i < kVocab; i += 3) logits[static_cast<size_t>(2 * kVocab + i)] = -INFINITY;  // a masked row part
+  std::vector<CandidateRow> rows;
+  const float temperatures[] = {0.0f, 0.7f, 1.0f, 1.3f};
+  for (int r = 0; r < kRows; ++r) {
+    rows.push_back({std::span<const float>(logits.data() + r * kVocab, kVocab), 100 * r, temperatures[r % 4],
+                    r % 5 == 0 ? 2048 : 256, Normalisers{.raw = r % 3 != 1, .scaled = r % 4 != 2}});
+  }
+  const std::vector<ShardCandidates> serial = shard_candidates_rows(rows, /*parallel=*/false);
+  const std::vector<ShardCandidates> pooled = shard_candidates_rows(rows, /*parallel=*/true);
+  ASSERT_EQ(serial.size(), static_cast<size_t>(kRows));
+  ASSERT_EQ(pooled.size(), serial.size());
+  for (int r = 0; r < kRows; ++r) {
+    const CandidateRow& row = rows[r];
+    const ShardCandidates one =
+        shard_candidates(row.logits, row.id_offset, row.temperature, row.max_candidates, row.which);
+    for (const ShardCandidates* c : {&serial[r], &pooled[r]}) {
+      // Bit patterns, so that NaN (skipped) compares too.
+      EXPECT_EQ(std::memcmp(&c->raw_logsumexp, &one.raw_logsumexp, 8), 0) << "row " << r;
+      EXPECT_EQ(std::memcmp(&c->scaled_logsumexp, &one.scaled_logsumexp, 8), 0) << "row " << r;
+      ASSERT_EQ(c->top.size(), one.top.size()) << "row " << r;
+      for (size_t i = 0; i < one.top.size(); ++i) {
+        ASSERT_EQ(c->top[i].id, one.top[i].id) << "row " << r << " candidate " << i;
+        ASSERT_EQ(c->top[i].logit, one.top[i].logit) << "row " << r << " candidate " << i;
+      }
+    }
+    EXPECT_EQ(std::isnan(serial[r].raw_logsumexp), !rows[r].which.raw) << "row " << r;
+    EXPECT_EQ(std::isnan(serial[r].scaled_logsumexp), !rows[r].which.scaled) << "row " << r;
+  }
+  // A bad row fails the whole batch with the row's error, pooled or not.
+  logits[static_cast<size_t>(5 * kVocab + 17)] = NAN;
+  EXPECT_THROW(shard_candidates_rows(rows, true), Error);
+  EXPECT_THROW(shard_candidates_rows(rows, false), Error);
+}
+
+// Skipping normalisers changes nothing that is sampled or reported: the same candidates, each computed normaliser
+// bitwise the same as when both are, so the same tokens; only the unreported logprob is NaN without logprobs.
+TEST(Sampler, SkippedNormalisersChangeNothingSampledOrReported) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> d(0.0f, 2.0f);
+  std::vector<float> logits(3000);
+  for (float& x : logits) x = d(rng);
+  auto which = [](SamplingParams p) {
+    const Normalisers n = normalisers_for(p);
+    return std::pair(n.raw, n.scaled);
+  };
+  EXPECT_EQ(which({.temperature = 0.0f}), std::pair(false, false));
+  EXPECT_EQ(which({.temperature = 0.0f, .top_logprobs = 1}), std::pair(true, false));
+  EXPECT_EQ(which({.temperature = 0.5f}), std::pair(false, true));
+  EXPECT_EQ(which({.temperature = 1.0f, .top_logprobs = 3}), std::pair(true, true));
+  for (float temperature : {0.0f, 0.6f, 1.0f}) {
+    const ShardCandidates both = shard_candidates(logits, 0, temperature, 256);
+    for (const Normalisers n : {Normalisers{false, false}, Normalisers{true, false}, Normalisers{false, true}}) {
+      const ShardCandidates some = shard_candidates(logits, 0, temperature, 256, n);
+      ASSERT_EQ(some.top.size(), both.top.size());
+      for (size_t i = 0; i < both.top.size(); ++i) {
+        ASSERT_EQ(some.top[i].id, both.top[i].id);
+        ASSERT_EQ(some.top[i].logit, both.top[i].logit);
+      }
+      if (n.raw) {
+        EXPECT_EQ(std::memcmp(&some.raw_logsumexp, &both.raw_logsumexp, 8), 0) << temperature;
+      }
+      if (n.scaled) {
+        EXPECT_EQ(std::memcmp(&some.scaled_logsumexp, &both.scaled_logsumexp, 8), 0) << temperature;
+      }
+      EXPECT_EQ(std::isnan(some.raw_logsumexp), !n.raw);
+      EXPECT_EQ(std::isnan(some.scaled_logsumexp), !n.scaled);
+    }
+  }
+  // Seeded draws at temperature 0.8 without logprobs (no raw normaliser) pick what they picked with it.
+  Sampler lean({.temperature = 0.8f, .seed = 5});
+  Sampler full({.temperature = 0.8f, .seed = 5, .top_logprobs = 1});
+  for (int step = 0; step < 50; ++step) {
+    const SampleResult x = lean.sample(logits);
+    const SampleResult y = full.sample(logits);
+    ASSERT_EQ(x.token, y.token) << "step " << step;
+    EXPECT_TRUE(std::isnan(x.logprob));
+    EXPECT_TRUE(std::isfinite(y.logprob));
+  }
+  Sampler greedy({.temperature = 0.0f});
+  Sampler greedy_logprobs({.temperature = 0.0f, .top_logprobs = 2});
+  const SampleResult a = greedy.sample(logits);
+  const SampleResult b = greedy_logprobs.sample(logits);
+  EXPECT_EQ(a.token, b.token);
+  EXPECT_EQ(a.token, static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+  EXPECT_TRUE(std::isnan(a.logprob));
+  EXPECT_TRUE(a.top_logprobs.empty());
+  EXPECT_TRUE(std::isfinite(b.logprob) && b.logprob <= 0.0f);
+  // Merged from two shards without normalisers: the same greedy token.
+  const ShardCandidates lo = shard_candidates(std::span<const float>(logits).first(1500), 0, 0.0f, 256, {false, false});
+  const ShardCandidates hi =
+      shard_candidates(std::span<const float>(logits).subspan(1500), 1500, 0.0f, 256, {false, false});
+  const ShardCandidates both[] = {lo, hi};
+  SamplerRng unused(0);
+  EXPECT_EQ(sample_candidates(merge_shard_candidates(both, 0.0f), {.temperature = 0.0f}, unused).token, a.token);
 }
 
 }  // namespace

@@ -116,11 +116,22 @@ TEST(LaunchCli, ShippedPlansFit) {
 
 TEST(LaunchCli, MpirunLines) {
   std::string out;
-  ASSERT_EQ(launch("run --dry-run --server-bin dsv4-server " + src("configs/deployments/tiny-cpu.yaml"), &out), 0)
+  ASSERT_EQ(launch("run --dry-run --server-bin dsv4-server " + src("configs/deployments/tiny-cpu.yaml"), &out,
+                   "LD_LIBRARY_PATH=/opt/lib"),
+            0)
       << out;
   EXPECT_EQ(out,
             "mpirun -np 4 --map-by ppr:4:node --bind-to none --oversubscribe -x DSV4_LOG_LEVEL=info -x PATH "
             "-x LD_LIBRARY_PATH dsv4-server --deployment " +
+                src("configs/deployments/tiny-cpu.yaml") + "\n");
+  // An unset LD_LIBRARY_PATH is not forwarded (Open MPI would warn about it).
+  ASSERT_EQ(launch("run --dry-run --server-bin dsv4-server " + src("configs/deployments/tiny-cpu.yaml"), &out,
+                   "-u LD_LIBRARY_PATH"),
+            0)
+      << out;
+  EXPECT_EQ(out,
+            "mpirun -np 4 --map-by ppr:4:node --bind-to none --oversubscribe -x DSV4_LOG_LEVEL=info -x PATH "
+            "dsv4-server --deployment " +
                 src("configs/deployments/tiny-cpu.yaml") + "\n");
   // 16 nodes need a hostfile.
   EXPECT_NE(launch("run --dry-run " + src("configs/deployments/pro-16x8xh100.yaml"), &out), 0);
@@ -129,7 +140,7 @@ TEST(LaunchCli, MpirunLines) {
   const fs::path hosts = write(dir / "hosts", "node01 slots=8\n");
   ASSERT_EQ(launch("run --dry-run --server-bin dsv4-server --hostfile " + hosts.string() + " " +
                        src("configs/deployments/pro-16x8xh100.yaml"),
-                   &out),
+                   &out, "LD_LIBRARY_PATH=/opt/lib"),
             0)
       << out;
   EXPECT_EQ(out, "mpirun -np 128 --hostfile " + hosts.string() +
@@ -227,6 +238,73 @@ TEST(LaunchCli, SbatchScripts) {
       0)
       << out;
   EXPECT_NE(out.find("Submitted batch job 42 (" + (dir / "t.sbatch").string() + ")"), std::string::npos) << out;
+}
+
+// A measurement job: the step after `--` replaces the server, --step-env reaches only the ranks (through env),
+// the results folder is exported, and --after runs whatever the step's status, with the step's output kept
+// apart; the job ends with the step's status. Then the script is run under bash with a fake srun that prints
+// its argv and fails, to see that the hook still runs and the job exits non-zero.
+TEST(LaunchCli, SbatchWorkloadStep) {
+  const fs::path dir = testing::scratch_dir("launch_slurm_step");
+  const std::string tiny = src("configs/deployments/tiny-cpu.yaml");
+  const std::string logs = (dir / "logs").string();
+  const std::string results = (dir / "results").string();
+  std::string out;
+  ASSERT_EQ(launch("slurm --log-dir " + logs + " --results-dir " + results + " --out " + (dir / "w.sbatch").string() +
+                       " --step-env LD_PRELOAD=/x/libm.so --step-env MARK=8 --after 'echo hook $DSV4_STEP_STATUS' " +
+                       tiny + " -- dsv4 generate --deployment " + tiny + " --max-tokens 4",
+                   &out),
+            0)
+      << out;
+  const std::string step_log = logs + "/dsv4-tiny-cpu-\"$SLURM_JOB_ID\"";
+  const std::string script = read(dir / "w.sbatch");
+  const std::string tail = script.substr(script.find("set -euo pipefail\n"));
+  EXPECT_EQ(tail,
+            "set -euo pipefail\n"
+            "export DSV4_LOG_LEVEL=info\n"
+            "echo \"dsv4: job $SLURM_JOB_ID on $SLURM_JOB_NUM_NODES nodes: $SLURM_JOB_NODELIST\"\n"
+            "export DSV4_RESULTS_DIR=" +
+                results +
+                "\n"
+                "mkdir -p \"$DSV4_RESULTS_DIR\"\n"
+                "export DSV4_STEP_STDOUT=" +
+                step_log + ".step.out DSV4_STEP_STDERR=" + step_log +
+                ".step.err\n"
+                "set +e\n"
+                "srun --mpi=pmix --kill-on-bad-exit=1 --ntasks=4 --ntasks-per-node=4 --cpu-bind=none env "
+                "LD_PRELOAD=/x/libm.so MARK=8 dsv4 generate --deployment " +
+                tiny +
+                " --max-tokens 4 >\"$DSV4_STEP_STDOUT\" 2>\"$DSV4_STEP_STDERR\"\n"
+                "export DSV4_STEP_STATUS=$?\n"
+                "set -e\n"
+                "echo \"dsv4: step exited with status $DSV4_STEP_STATUS (output: $DSV4_STEP_STDOUT, "
+                "$DSV4_STEP_STDERR)\"\n"
+                "echo hook $DSV4_STEP_STATUS\n"
+                "exit \"$DSV4_STEP_STATUS\"\n")
+      << script;
+  EXPECT_TRUE(fs::is_directory(results));
+
+  // Run it: a stand-in srun records its arguments and exits 3; the hook still runs; the job exits 3.
+  write(dir / "srun", "#!/bin/sh\necho \"srun $*\"\necho rank-error >&2\nexit 3\n");
+  fs::permissions(dir / "srun", fs::perms::owner_all);
+  const int rc = testing::run_command("PATH=" + dir.string() +
+                                          ":$PATH SLURM_JOB_ID=77 SLURM_JOB_NUM_NODES=1 "
+                                          "SLURM_JOB_NODELIST=n1 bash " +
+                                          (dir / "w.sbatch").string(),
+                                      &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_NE(out.find("hook 3"), std::string::npos) << out;
+  EXPECT_EQ(read(logs + "/dsv4-tiny-cpu-77.step.err"), "rank-error\n");
+  EXPECT_NE(read(logs + "/dsv4-tiny-cpu-77.step.out").find("env LD_PRELOAD=/x/libm.so MARK=8 dsv4 generate"),
+            std::string::npos);
+
+  // Malformed hooks are refused with the option's name.
+  EXPECT_NE(launch("slurm --out " + (dir / "x.sbatch").string() + " --step-env 1X=2 " + tiny, &out), 0);
+  EXPECT_NE(out.find("--step-env '1X=2': expected NAME=VALUE"), std::string::npos) << out;
+  EXPECT_NE(launch("slurm --out " + (dir / "x.sbatch").string() + " --step-env NOVALUE " + tiny, &out), 0);
+  EXPECT_NE(out.find("--step-env 'NOVALUE'"), std::string::npos) << out;
+  EXPECT_NE(launch("slurm --out " + (dir / "x.sbatch").string() + " --after \"$(printf 'a\\nb')\" " + tiny, &out), 0);
+  EXPECT_NE(out.find("--after must be one line"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -15,14 +15,16 @@ inline std::filesystem::path launch_bin() {
 /// A repository file's absolute path.
 inline std::string src(const std::string& rel) { return (testing::source_dir() / rel).lexically_normal().string(); }
 
-/// Runs `dsv4-launch ARGS`; returns its exit status with stdout+stderr in `out` (-1 when it is not built).
-inline int launch(const std::string& args, std::string* out) {
+/// Runs `dsv4-launch ARGS`, after `env ENV` when `env` is not empty (e.g. "-u LD_LIBRARY_PATH"); returns its
+/// exit status with stdout+stderr in `out` (-1 when it is not built).
+inline int launch(const std::string& args, std::string* out, const std::string& env = "") {
   if (!std::filesystem::exists(launch_bin())) {
     *out = "dsv4-launch not built at " + launch_bin().string();
     return -1;
   }
   out->clear();
-  return testing::run_command(launch_bin().string() + " " + args, out);
+  const std::string prefix = env.empty() ? "" : "env " + env + " ";
+  return testing::run_command(prefix + launch_bin().string() + " " + args, out);
 }
 
 }  // namespace dsv4::launch_test

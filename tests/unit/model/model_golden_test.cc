@@ -51,7 +51,7 @@ void compare(const float* got, const std::vector<float>& ref, int64_t rows, int6
 }
 
 void check_golden(const std::string& name) {
-  const fs::path dir = testing::source_dir() / "tests/golden/model" / name;
+  const fs::path dir = testing::golden_model_dir(name);
   std::ifstream mf(dir / "manifest.json");
   ASSERT_TRUE(mf.good()) << "missing " << dir / "manifest.json";
   const nlohmann::json m = nlohmann::json::parse(mf);
@@ -93,7 +93,7 @@ void check_golden(const std::string& name) {
 TEST(ModelGolden, GoldenA) { check_golden("golden-a"); }
 
 TEST(ModelGolden, GoldenB) {
-  if (!fs::exists(testing::source_dir() / "tests/golden/model/golden-b/manifest.json")) {
+  if (!fs::exists(testing::golden_model_dir("golden-b") / "manifest.json")) {
     GTEST_SKIP() << "golden-b not generated";
   }
   check_golden("golden-b");

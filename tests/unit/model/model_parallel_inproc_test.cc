@@ -27,8 +27,6 @@ using testing::Layout;
 using testing::Trace;
 using testing::Workload;
 
-fs::path golden_dir(const std::string& name) { return testing::source_dir() / "tests/golden/model" / name; }
-
 // The scratch folder of random_checkpoint(), removed after the last test.
 fs::path g_scratch;
 class ScratchCleanup : public ::testing::Environment {
@@ -45,7 +43,7 @@ const fs::path& random_checkpoint() {
   static const fs::path dir = [] {
     const fs::path d = testing::scratch_dir("model_parallel_inproc");
     g_scratch = d;
-    std::ifstream in(golden_dir("golden-a") / "config.json");
+    std::ifstream in(testing::golden_model_dir("golden-a") / "config.json");
     nlohmann::json cfg = nlohmann::json::parse(in);
     cfg["moe_intermediate_size"] = 256;
     cfg["n_routed_experts"] = 8;
@@ -115,14 +113,14 @@ TEST(ModelParallelInproc, RandomCheckpointEveryLayout) {
 }
 
 TEST(ModelParallelInproc, GoldenAEveryLayout) {
-  const fs::path dir = golden_dir("golden-a");
+  const fs::path dir = testing::golden_model_dir("golden-a");
   for (int world : {1, 2, 4}) {
     for (bool det : {false, true}) check_layouts(dir, golden_workload(dir), det, world, expected_layouts(dir, world));
   }
 }
 
 TEST(ModelParallelInproc, GoldenBEveryLayout) {
-  const fs::path dir = golden_dir("golden-b");
+  const fs::path dir = testing::golden_model_dir("golden-b");
   if (!fs::exists(dir / "manifest.json")) GTEST_SKIP() << "golden-b not generated";
   for (int world : {2, 4}) check_layouts(dir, golden_workload(dir), false, world, expected_layouts(dir, world));
 }

@@ -49,7 +49,7 @@ const Checkpoint& golden(const std::string& name) {
   static std::map<std::string, Checkpoint> open;
   auto it = open.find(name);
   if (it == open.end()) {
-    it = open.emplace(name, Checkpoint::open(testing::source_dir() / "tests/golden/model" / name)).first;
+    it = open.emplace(name, Checkpoint::open(testing::golden_model_dir(name))).first;
   }
   return it->second;
 }
@@ -214,7 +214,7 @@ INSTANTIATE_TEST_SUITE_P(Golden, ShardLoad, ::testing::Values("golden-a", "golde
 TEST(ShardLoadOwnership, TheWeightsOutliveTheCheckpoint) {
   const ModelConfig& c = golden("golden-b").config();
   const parallel::Mesh mesh = make_mesh(c, {2, 2, 1});
-  std::optional<Checkpoint> ck = Checkpoint::open(testing::source_dir() / "tests/golden/model/golden-b");
+  std::optional<Checkpoint> ck = Checkpoint::open(testing::golden_model_dir("golden-b"));
   const ModelWeights w = load_shard(*ck, model_shard_for_rank(c, mesh, 1));
   ck.reset();  // unmaps the files
   const ModelWeights whole = whole_weights(golden("golden-b"));

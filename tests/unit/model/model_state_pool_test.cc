@@ -16,15 +16,9 @@ namespace dsv4 {
 namespace {
 
 using testing::make_tiny_model;
+using testing::random_token_ids;
 using testing::tiny_config;
 using testing::TinyWeights;
-
-std::vector<int32_t> token_ids(int64_t n, int64_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& v : t) v = static_cast<int32_t>(rng() % vocab);
-  return t;
-}
 
 std::optional<ErrorCode> code_of(const std::function<void()>& f) {
   try {
@@ -62,7 +56,7 @@ TEST_F(ModelStatePoolTest, HeldBytesEqualThePlanner) {
   StatePool pool({page, kUnlimitedStateBudget});
   SequenceState st = model_.new_sequence(&pool);
   EXPECT_EQ(st.memory_bytes(), planned(0, page));
-  const auto tokens = token_ids(45, cfg_.vocab_size, 3);
+  const auto tokens = random_token_ids(45, cfg_.vocab_size, 3);
   for (size_t i = 0; i < tokens.size(); i += 7) {
     const size_t n = std::min<size_t>(7, tokens.size() - i);
     model_.prefill(st, std::span<const int32_t>(tokens.data() + i, n));
@@ -84,7 +78,7 @@ TEST_F(ModelStatePoolTest, HeldBytesEqualThePlanner) {
 }
 
 TEST_F(ModelStatePoolTest, SmallPagesGiveTheSameLogits) {
-  const auto tokens = token_ids(41, cfg_.vocab_size, 5);
+  const auto tokens = random_token_ids(41, cfg_.vocab_size, 5);
   SequenceState whole = model_.new_sequence();  // private pool, 64 KiB pages: every store in one page
   const auto reference = prefill_chunks(model_, whole, tokens, 41);
   StatePool pool({256, kUnlimitedStateBudget});  // one main row per page
@@ -103,7 +97,7 @@ TEST_F(ModelStatePoolTest, ExhaustionFailsBeforeAnyTokenIsTaken) {
   // Room for one sequence of exactly 16 tokens.
   StatePool pool({page, planned(16, page)});
   EXPECT_EQ(code_of([&] { model_.new_sequence(&pool, planned(16, page) + 1); }), ErrorCode::kResourceExhausted);
-  const auto tokens = token_ids(24, cfg_.vocab_size, 9);
+  const auto tokens = random_token_ids(24, cfg_.vocab_size, 9);
   SequenceState st = model_.new_sequence(&pool);
   model_.prefill(st, std::span<const int32_t>(tokens.data(), 16));
   EXPECT_EQ(pool.total().bytes(), planned(16, page));

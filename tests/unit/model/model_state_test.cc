@@ -12,15 +12,9 @@ namespace dsv4 {
 namespace {
 
 using testing::make_tiny_model;
+using testing::random_token_ids;
 using testing::tiny_config;
 using testing::TinyWeights;
-
-std::vector<int32_t> token_ids(int64_t n, int64_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& v : t) v = static_cast<int32_t>(rng() % vocab);
-  return t;
-}
 
 std::vector<float> run_chunked(Model& model, const std::vector<int32_t>& tokens, int64_t chunk) {
   SequenceState st = model.new_sequence();
@@ -50,7 +44,7 @@ TEST_P(ModelStateTest, ChunkedPrefillEqualsOneShot) {
   ModelConfig cfg = tiny_config({0, 4, 8, 4});
   TinyWeights w(cfg, 7);
   Model model = make_tiny_model(cfg, w, GetParam());
-  const auto tokens = token_ids(41, cfg.vocab_size, 3);
+  const auto tokens = random_token_ids(41, cfg.vocab_size, 3);
   const auto one_shot = run_chunked(model, tokens, static_cast<int64_t>(tokens.size()));
   for (float v : one_shot) ASSERT_TRUE(std::isfinite(v));
   for (int64_t chunk : {1, 3, 5, 17}) {
@@ -62,7 +56,7 @@ TEST_P(ModelStateTest, HcaRatio128SeveralRows) {
   ModelConfig cfg = tiny_config({128, 4}, 128, 64);
   TinyWeights w(cfg, 11);
   Model model = make_tiny_model(cfg, w, GetParam());
-  const auto tokens = token_ids(300, cfg.vocab_size, 5);
+  const auto tokens = random_token_ids(300, cfg.vocab_size, 5);
   const auto one_shot = run_chunked(model, tokens, 300);
   expect_same(run_chunked(model, tokens, 128), one_shot, "chunk 128");
   expect_same(run_chunked(model, tokens, 37), one_shot, "chunk 37");
@@ -72,7 +66,7 @@ TEST_P(ModelStateTest, BatchedDecodeEqualsSeparate) {
   ModelConfig cfg = tiny_config({0, 4, 8});
   TinyWeights w(cfg, 9);
   Model model = make_tiny_model(cfg, w, GetParam());
-  const auto a = token_ids(13, cfg.vocab_size, 1), b = token_ids(6, cfg.vocab_size, 2);
+  const auto a = random_token_ids(13, cfg.vocab_size, 1), b = random_token_ids(6, cfg.vocab_size, 2);
   SequenceState sa = model.new_sequence(), sb = model.new_sequence();
   // Prompts of different lengths in one batch, then decode steps of both together.
   std::vector<SequenceChunk> chunks = {{&sa, std::span<const int32_t>(a.data(), 10)},
@@ -102,7 +96,7 @@ TEST(ModelForward, LastRowLogitsAndHidden) {
   ModelConfig cfg = tiny_config({0, 4, 8});
   TinyWeights w(cfg, 4);
   Model model = make_tiny_model(cfg, w, Numerics::kPlain);
-  const auto a = token_ids(9, cfg.vocab_size, 6), b = token_ids(5, cfg.vocab_size, 8);
+  const auto a = random_token_ids(9, cfg.vocab_size, 6), b = random_token_ids(5, cfg.vocab_size, 8);
   const int64_t V = cfg.vocab_size;
   SequenceState s1 = model.new_sequence(), s2 = model.new_sequence();
   std::vector<SequenceChunk> chunks = {{&s1, a}, {&s2, b}};

@@ -194,4 +194,12 @@ inline Model make_tiny_model(const ModelConfig& c, const TinyWeights& weights, N
   return Model(c, bind_weights(c, weights.lookup()), kernels::make_cpu_backend(), numerics);
 }
 
+/// n token ids drawn uniformly from [0, vocab) by a seeded generator (the same ids on every platform).
+inline std::vector<int32_t> random_token_ids(int64_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& v : t) v = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
+  return t;
+}
+
 }  // namespace dsv4::testing

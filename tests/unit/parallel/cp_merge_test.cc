@@ -169,6 +169,17 @@ TEST(CpTopk, DistributedEqualsSingleIncludingTies) {
         }
         distributed_topk(*comm, ls.data(), li.data(), queries, k, got.data());
         EXPECT_EQ(got, want) << "P " << P << " k " << k << " rank " << rank;
+        // The same candidates in a shuffled order (padding anywhere): the unsorted path, the same answer.
+        std::mt19937 shuffle(static_cast<uint32_t>(rank + 7));
+        for (int64_t q = 0; q < queries; ++q) {
+          for (int64_t j = k - 1; j > 0; --j) {
+            const int64_t o = static_cast<int64_t>(shuffle() % static_cast<uint32_t>(j + 1));
+            std::swap(li[q * k + j], li[q * k + o]);
+            std::swap(ls[q * k + j], ls[q * k + o]);
+          }
+        }
+        distributed_topk(*comm, ls.data(), li.data(), queries, k, got.data());
+        EXPECT_EQ(got, want) << "shuffled, P " << P << " k " << k << " rank " << rank;
       });
     }
   }
