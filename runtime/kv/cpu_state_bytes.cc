@@ -25,9 +25,11 @@ int64_t pages_for(int64_t rows, int64_t h, int64_t page_bytes) {
 
 }  // namespace
 
-CpuStateBytes cpu_state_bytes(const ModelConfig& c, int64_t tokens, int64_t page_bytes, int64_t mtp_layers) {
+CpuStateBytes cpu_state_bytes(const ModelConfig& c, int64_t tokens, int64_t page_bytes, int64_t mtp_layers,
+                              int64_t cp) {
   DSV4_CHECK_ARG(tokens >= 0) << "context length must be >= 0, got " << tokens;
   DSV4_CHECK_ARG(mtp_layers >= 0) << "MTP layer count must be >= 0, got " << mtp_layers;
+  DSV4_CHECK_ARG(cp >= 1) << "context-parallel size must be >= 1, got " << cp;
   CpuStateBytes s;
   s.page_bytes = page_bytes;
   const int64_t ring = c.sliding_window * c.head_dim * kF32;
@@ -35,7 +37,7 @@ CpuStateBytes cpu_state_bytes(const ModelConfig& c, int64_t tokens, int64_t page
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const int64_t ratio = c.compress_ratio(l);
     if (ratio == 0) continue;
-    const int64_t rows = tokens / ratio;
+    const int64_t rows = (tokens / ratio + cp - 1) / cp;  // CP rank 0's round-robin share
     s.compressor += compressor_bytes(ratio, c.head_dim);
     s.row_pages += pages_for(rows, c.head_dim, page_bytes);
     if (ratio == 4) {

@@ -25,7 +25,9 @@ struct CpuStateBytes {
 
 /// The CPU model's state of one sequence after `tokens` tokens. `mtp_layers`: MTP slots the sequence has
 /// (Model::new_sequence makes one per MTP layer of the weights: config.num_mtp_layers for a full checkpoint).
+/// With context parallelism over `cp` ranks, the state of the busiest rank (CP rank 0): the fixed buffers in
+/// full (they are replicated) and ceil(rows / cp) rows of each compressor (round robin, row w on rank w % cp).
 CpuStateBytes cpu_state_bytes(const ModelConfig& config, int64_t tokens, int64_t page_bytes = kDefaultStatePageBytes,
-                              int64_t mtp_layers = 0);
+                              int64_t mtp_layers = 0, int64_t cp = 1);
 
 }  // namespace dsv4

@@ -117,12 +117,12 @@ class ServingLoop {
         engine_(engine),
         channel_(channel),
         scheduler_(limits, [cfg = loaded.model->config(), page = state_page_bytes(engine),
-                            mtp = static_cast<int64_t>(loaded.model->weights().mtp.size())](int64_t tokens) {
-          // Exactly what the engine's StatePool books for a sequence at `tokens` tokens (fp32 CPU state). With
-          // context parallelism a rank books only its share of the compressed rows (the fixed buffers in full),
-          // never more than this, so admission by the whole sequence is safe, if conservative by up to the rows'
-          // (cp - 1) / cp.
-          return cpu_state_bytes(cfg, tokens, page, mtp).total();
+                            mtp = static_cast<int64_t>(loaded.model->weights().mtp.size()),
+                            cp = static_cast<int64_t>(engine.cp_size())](int64_t tokens) {
+          // Exactly what the engine's StatePool books for a sequence at `tokens` tokens (fp32 CPU state) on the
+          // busiest rank of the replica: with context parallelism CP rank 0 holds the fixed buffers and the
+          // largest round-robin share of the rows, every other rank at most that.
+          return cpu_state_bytes(cfg, tokens, page, mtp, cp).total();
         }) {}
 
   void run() {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "runtime/kv/cpu_state_bytes.h"
 #include "tests/unit/model/tiny_model.h"
 
 namespace dsv4::testing {
@@ -53,13 +54,19 @@ inline std::vector<int32_t> cp_tokens(int64_t n, int64_t vocab, uint32_t seed) {
   return t;
 }
 
-/// Runs the case's schedule on `model`; returns every logit row (prefill chunks, then decode steps) and the
-/// number of compressed rows the sequence holds (main + indexer, all layers).
-inline std::vector<float> run_cp_schedule(Model& model, const CpCase& c, int64_t* rows_held = nullptr) {
+/// State pages of the CP tests: one main row of the tiny model (64 floats) per page, so that the pages a rank
+/// books follow its share of the rows exactly.
+inline constexpr int64_t kCpTestPageBytes = 256;
+
+/// Runs the case's schedule on `model`; returns every logit row (prefill chunks, then decode steps), the
+/// number of compressed rows the sequence holds (main + indexer, all layers) and the bytes its pool booked.
+inline std::vector<float> run_cp_schedule(Model& model, const CpCase& c, int64_t* rows_held = nullptr,
+                                          int64_t* state_bytes = nullptr) {
   int64_t total = c.decode;
   for (int64_t n : c.chunks) total += n;
   const std::vector<int32_t> tokens = cp_tokens(total, model.config().vocab_size, 5);
-  SequenceState st = model.new_sequence();
+  StatePool pool({kCpTestPageBytes, kUnlimitedStateBudget});
+  SequenceState st = model.new_sequence(&pool);
   std::vector<float> all;
   int64_t at = 0;
   auto run = [&](int64_t n) {
@@ -73,6 +80,7 @@ inline std::vector<float> run_cp_schedule(Model& model, const CpCase& c, int64_t
     *rows_held = 0;
     for (const LayerState& ls : st.layers) *rows_held += ls.main.num_rows() + ls.index.num_rows();
   }
+  if (state_bytes != nullptr) *state_bytes = st.memory_bytes();
   return all;
 }
 
@@ -95,7 +103,7 @@ inline void case_model_cp(parallel::Communicator& world, const CpCase& c, bool d
   // Deterministic mode slices the FP8 wo_b per output group: each group's columns must fill scale blocks.
   if (deterministic) cfg.o_lora_rank = 128;
   const TinyWeights weights(cfg, 11);
-  int64_t rows_whole = 0, rows_mine = 0;
+  int64_t rows_whole = 0, rows_mine = 0, bytes_mine = 0;
   std::vector<float> want;
   {
     Model single(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), c.numerics, deterministic);
@@ -110,7 +118,7 @@ inline void case_model_cp(parallel::Communicator& world, const CpCase& c, bool d
   par.cp = cp.get();
   par.deterministic = deterministic;
   Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), c.numerics, par);
-  const std::vector<float> got = run_cp_schedule(model, c, &rows_mine);
+  const std::vector<float> got = run_cp_schedule(model, c, &rows_mine, &bytes_mine);
   ASSERT_EQ(got.size(), want.size());
   for (float v : got) ASSERT_TRUE(std::isfinite(v));
   // Fixed merge order: a second run of the same layout is bitwise the first.
@@ -140,6 +148,15 @@ inline void case_model_cp(parallel::Communicator& world, const CpCase& c, bool d
   const int64_t compressors = 2 * cfg.num_layers;
   EXPECT_LE(rows_mine, rows_whole / P + compressors)
       << "rank " << world.rank() << " holds " << rows_mine << " of " << rows_whole << " rows";
+  // What the scheduler admits a CP sequence by (cpu_state_bytes of the busiest rank) is what CP rank 0's pool
+  // booked, and no rank booked more.
+  int64_t length = c.decode;
+  for (int64_t n : c.chunks) length += n;
+  const int64_t admitted =
+      cpu_state_bytes(cfg, length, kCpTestPageBytes, static_cast<int64_t>(model.weights().mtp.size()), P)
+          .total();
+  if (world.rank() == 0) EXPECT_EQ(bytes_mine, admitted) << "CP rank 0's state against cpu_state_bytes(cp " << P << ")";
+  EXPECT_LE(bytes_mine, admitted) << "CP rank " << world.rank() << " booked more than the busiest rank's share";
 }
 
 /// Two sequences batched in every forward (a chunk of one split while the other's is replicated or split
