@@ -58,6 +58,35 @@ const std::string& tiny_checkpoint() {
   return ckpt;
 }
 
+// Sends `prompts` to `server` at once (greedy, `max_tokens` each) and checks that each stream's tokens are what
+// `dsv4 generate --deterministic` gives for the same prompt in one process.
+void expect_generate_tokens(const ServerProcess& server, const std::string& ckpt,
+                            const std::vector<std::vector<int32_t>>& prompts, int max_tokens, const std::string& what) {
+  std::vector<std::future<StreamResult>> calls;
+  for (const auto& p : prompts) {
+    calls.push_back(std::async(std::launch::async, [&server, p, max_tokens] {
+      auto stub = v1::Inference::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+      return generate(*stub, token_request(p, max_tokens), "");
+    }));
+  }
+  std::string out;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    StreamResult r = calls[i].get();
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << server.log();
+    std::string ids, want;
+    for (size_t k = 0; k < prompts[i].size(); ++k) ids += (k ? "," : "") + std::to_string(prompts[i][k]);
+    for (size_t k = 0; k < r.tokens.size(); ++k) want += (k ? "," : "") + std::to_string(r.tokens[k]);
+    ASSERT_EQ(run_command(dsv4_bin().string() + " generate --checkpoint " + ckpt +
+                              " --numerics plain --deterministic --temperature 0 --max-tokens " +
+                              std::to_string(max_tokens) + " --print-token-ids --prompt-tokens " + ids,
+                          &out),
+              0)
+        << out;
+    EXPECT_NE(out.find("[token_ids] " + want + "\n"), std::string::npos)
+        << "request " << i << ": " << what << " gave " << want << "\n" << out;
+  }
+}
+
 TEST(ServeSharded, TinyCpuLayoutServesDsv4GenerateTokensAndIdlesQuietly) {
   const char* mpiexec = std::getenv("DSV4_MPIEXEC");
   if (mpiexec == nullptr || *mpiexec == '\0') GTEST_SKIP() << "DSV4_MPIEXEC is not set";
@@ -90,28 +119,7 @@ TEST(ServeSharded, TinyCpuLayoutServesDsv4GenerateTokensAndIdlesQuietly) {
   // Requests at once, so that the scheduler spreads them over the replicas.
   const std::vector<std::vector<int32_t>> prompts = {
       {0, 19923, 3, 223, 5464}, {0, 16, 30594, 7624}, {0, 100, 200, 300, 400, 500, 600}, {0, 7}};
-  std::vector<std::future<StreamResult>> calls;
-  for (const auto& p : prompts) {
-    calls.push_back(std::async(std::launch::async, [&server, p] {
-      auto stub = v1::Inference::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
-      return generate(*stub, token_request(p, 6), "");
-    }));
-  }
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    StreamResult r = calls[i].get();
-    ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << server.log();
-    std::string ids, want;
-    for (size_t k = 0; k < prompts[i].size(); ++k) ids += (k ? "," : "") + std::to_string(prompts[i][k]);
-    for (size_t k = 0; k < r.tokens.size(); ++k) want += (k ? "," : "") + std::to_string(r.tokens[k]);
-    ASSERT_EQ(run_command(dsv4_bin().string() + " generate --checkpoint " + ckpt +
-                              " --numerics plain --deterministic --temperature 0 --max-tokens 6 --print-token-ids"
-                              " --prompt-tokens " + ids,
-                          &out),
-              0)
-        << out;
-    EXPECT_NE(out.find("[token_ids] " + want + "\n"), std::string::npos)
-        << "request " << i << ": the server gave " << want << "\n" << out;
-  }
+  expect_generate_tokens(server, ckpt, prompts, 6, "the server");
 
   // The engine gauges count every DP replica, not only rank 0's: four longer requests run at once, two on each
   // replica, so the sequences holding state reach 4 (rank 0's replica alone holds 2).
@@ -176,29 +184,7 @@ TEST(ServeSharded, ContextParallelServerGivesDsv4GenerateTokens) {
   std::vector<int32_t> prompt = {0};
   for (int32_t i = 0; i < 138; ++i) prompt.push_back(3 + (i * 733) % 129000);
   const std::vector<std::vector<int32_t>> prompts = {prompt, {0, 42, 4242}};
-  std::vector<std::future<StreamResult>> calls;
-  for (const auto& p : prompts) {
-    calls.push_back(std::async(std::launch::async, [&server, p] {
-      auto stub = v1::Inference::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
-      return generate(*stub, token_request(p, 8), "");
-    }));
-  }
-  std::string out;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    StreamResult r = calls[i].get();
-    ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << server.log();
-    std::string ids, want;
-    for (size_t k = 0; k < prompts[i].size(); ++k) ids += (k ? "," : "") + std::to_string(prompts[i][k]);
-    for (size_t k = 0; k < r.tokens.size(); ++k) want += (k ? "," : "") + std::to_string(r.tokens[k]);
-    ASSERT_EQ(run_command(dsv4_bin().string() + " generate --checkpoint " + ckpt +
-                              " --numerics plain --deterministic --temperature 0 --max-tokens 8 --print-token-ids"
-                              " --prompt-tokens " + ids,
-                          &out),
-              0)
-        << out;
-    EXPECT_NE(out.find("[token_ids] " + want + "\n"), std::string::npos)
-        << "request " << i << ": the cp 2 server gave " << want << "\n" << out;
-  }
+  expect_generate_tokens(server, ckpt, prompts, 8, "the cp 2 server");
   // SIGTERM to rank 0: drain, every rank exits 0.
   ASSERT_EQ(::kill(server.rank_pids()[0], SIGTERM), 0);
   EXPECT_EQ(server.wait_exit(30), 0) << server.log();
