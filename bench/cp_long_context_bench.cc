@@ -63,7 +63,7 @@ int run(int argc, char** argv) {
   CLI::App app{"context-parallel long-context prefill benchmark"};
   std::string checkpoint_dir, numerics_name = "plain";
   int64_t tokens = 262144, chunk = 4096, decode = 4, report_every = 32768;
-  bool reserve_only = false, decode_at_reports = false;
+  bool reserve_only = false, decode_at_reports = false, no_overlap = false;
   app.add_option("--checkpoint", checkpoint_dir, "checkpoint directory (dsv4 make-checkpoint)")->required();
   app.add_option("--tokens", tokens, "prompt length");
   app.add_option("--chunk", chunk, "prefill chunk size");
@@ -72,6 +72,8 @@ int run(int argc, char** argv) {
   app.add_option("--report-every", report_every, "progress line every this many tokens (rank 0)");
   app.add_flag("--decode-at-reports", decode_at_reports, "also time --decode steps at every report point");
   app.add_flag("--reserve-only", reserve_only, "only reserve the state's rows for --tokens (no forward pass)");
+  app.add_flag("--no-cp-overlap", no_overlap,
+               "run every CP exchange in sequence with compute (ModelParallel::cp_overlap off; same logits)");
   CLI11_PARSE(app, argc, argv);
   DSV4_CHECK_ARG(tokens > 0 && chunk > 0 && decode >= 0) << "--tokens and --chunk must be positive";
 
@@ -92,6 +94,7 @@ int run(int argc, char** argv) {
   par.tp = tp.get();
   par.ep = ep.get();
   par.cp = cp.get();
+  par.cp_overlap = !no_overlap;
   dsv4::Model model(cfg, dsv4::bind_weights(cfg, lookup), dsv4::kernels::make_cpu_backend(),
                     dsv4::parse_numerics(numerics_name), par);
 

@@ -71,15 +71,19 @@ void distributed_topk(Communicator& comm, const float* scores, const int32_t* id
 /// Wall time, bytes received and calls of the collectives above (merge_attention_partials and
 /// distributed_topk with more than one rank) and of every scope timed by CpExchangeTimer (the model's row
 /// gathers and partial exchanges), summed over the process since the last reset: what a benchmark reports as
-/// exchange time. The time includes waiting for the slowest peer to arrive. Thread-safe (relaxed
-/// counters); in-process rank threads share one total.
+/// exchange time. The time includes waiting for the slowest peer to arrive (and, for an overlapped exchange,
+/// nothing of the compute beside it). Thread-safe (relaxed counters); in-process rank threads share one total.
 struct CpExchangeStats {
   double seconds = 0.0;
   int64_t bytes = 0;
   int64_t calls = 0;
+  /// Exchange steps that ran while a helper thread computed (note_cp_overlap): each may hold several calls.
+  int64_t overlapped = 0;
 };
 CpExchangeStats cp_exchange_stats();
 void reset_cp_exchange_stats();
+/// Counts one exchange step run beside compute in cp_exchange_stats().overlapped.
+void note_cp_overlap();
 
 /// Adds its own lifetime (wall time), `bytes` received and one call to the counters of cp_exchange_stats():
 /// wrap a CP collective made elsewhere in one.

@@ -123,14 +123,19 @@ void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_
   const std::vector<float> inv = rope_inv_freq(cfg, ratio);
   const int64_t* pos = b.positions.data();
 
-  // Query: c_q = q_norm(W_qa x); q = W_qb c_q; unweighted norm per head; RoPE.
+  // Query: c_q = q_norm(W_qa x); q = W_qb c_q; unweighted norm per head; RoPE. A split batch computes q
+  // beside its first row exchange (cp_attention_layer calls make_q, possibly on a helper thread).
   std::vector<float> cq(T * qr), q(T * H * d), kv(T * d);
-  if (T > 0) {
-    linear(ctx, w.wq_a, x, T, D, cq.data(), qr);
-    rms_norm(ctx, &w.q_norm, cq.data(), cq.data(), T, qr, qr, qr);
+  auto make_q = [&] {
+    if (T == 0) return;
     linear(ctx, w.wq_b, cq.data(), T, qr, q.data(), H * d);
     rms_norm(ctx, nullptr, q.data(), q.data(), T * H, d, d, d);
     rope_rows(ctx, q.data(), T, H, d, inv, pos, false);
+  };
+  if (T > 0) {
+    linear(ctx, w.wq_a, x, T, D, cq.data(), qr);
+    rms_norm(ctx, &w.q_norm, cq.data(), cq.data(), T, qr, qr, qr);
+    if (b.cp == nullptr) make_q();
 
     // Shared KV: kv_norm(W_kv x), RoPE, and the reference's FP8 round trip of the non-rotary dims.
     linear(ctx, w.wkv, x, T, D, kv.data(), d);
@@ -167,8 +172,8 @@ void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_
   std::vector<float> o(T * H * d);
   if (b.cp != nullptr) {
     // A split batch (context parallelism, or deterministic mode): context_parallel_attention.cc.
-    const CpLayerInputs in{q.data(),       kv.data(),     main_a.data(), main_s.data(), index_a.data(),
-                           index_s.data(), q_index.data(), beta.data(),   &inv};
+    const CpLayerInputs in{q.data(),       kv.data(),      main_a.data(), main_s.data(), index_a.data(),
+                           index_s.data(), q_index.data(), beta.data(),   &inv,          make_q};
     cp_attention_layer(ctx, w, slot, ratio, b, in, o.data());
   } else {
     DSV4_CHECK(ratio == 0 || !cp_active(ctx))

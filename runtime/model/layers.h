@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -149,14 +150,18 @@ struct CpLayerInputs {
   const float* q_index = nullptr;                // [rows, index heads, index dim] (ratio 4)
   const float* head_weights = nullptr;           // [rows, index heads] (ratio 4)
   const std::vector<float>* inv_freq = nullptr;  // the layer's compressor RoPE frequencies
+  /// Fills q: cp_attention_layer calls it once before reading q, on a helper thread beside the first row
+  /// exchange when it overlaps (it must not use a communicator).
+  std::function<void()> make_q;
 };
 
 /// Attention of layer slot `slot` on a split batch (Batch::cp set): gathers the chunks' kv and compressor
 /// inputs (and, with compressed rows, the queries) from the CP group, appends them to the replicated ring and
 /// compressor windows (this rank pools the rows it owns), then writes the attention of this rank's queries to
 /// o [rows, heads, head_dim] (before the inverse RoPE). With compressed rows the softmax is merged from
-/// partials in a fixed order, the partials' exchange overlapped with compute on a helper thread for long chunks
-/// (see the file's header). Collective over ctx.par.cp; only the calling thread uses the communicator.
+/// partials in a fixed order; for long chunks every exchange runs beside compute on a helper thread
+/// (ModelParallel::cp_overlap; see the file's header). Collective over ctx.par.cp; only the calling thread
+/// uses the communicator.
 void cp_attention_layer(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_t ratio, const Batch& batch,
                         const CpLayerInputs& in, float* o);
 

@@ -48,6 +48,11 @@ struct ModelParallel {
   /// (runtime/model/context_parallel_attention.cc). In deterministic mode its size must divide
   /// kCpVirtualShards.
   parallel::Communicator* cp = nullptr;
+  /// Context parallelism on chunks long enough: run the row gather's second step, the top-k exchange and the
+  /// partials' exchange of an attention layer beside the compute that does not need them, on a helper
+  /// thread (runtime/model/context_parallel_attention.cc). Off: the same arithmetic in sequence (bitwise the
+  /// same logits; for tests and measurements). Every rank of a CP group must pass the same value.
+  bool cp_overlap = true;
 };
 
 /// Owns the split communicators of one rank. make_model_groups() is collective over `world`.

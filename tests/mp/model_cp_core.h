@@ -5,7 +5,8 @@
 // many ratio-128 rows, chunk boundaries not aligned to 4 or 128, chunks shorter than the group (replicated on
 // every rank) or barely longer (sub-blocks of one or two tokens), and decode after the CP prefill; and two
 // sequences batched per forward with every LogitsRows mode, the hidden state and an MTP draft. Chunks of 64
-// tokens or more take the overlapped partials exchange (a helper thread), shorter ones the sequential one.
+// tokens or more take the overlapped exchanges (a helper thread), shorter ones the sequential ones; a batch
+// with one chunk of each takes the overlapped ones for both.
 // Every CP rank must get bitwise the same logits, a second run bitwise the first, and a CP sequence must hold
 // about 1/CP of the compressed rows.
 #pragma once
@@ -172,9 +173,10 @@ inline std::vector<float> run_cp_batches(Model& model) {
                                 {1, 30, LogitsRows::kAll, false},
                                 {7, 1, LogitsRows::kLastOfEachChunk, true},
                                 {22, 9, LogitsRows::kLastOfEachChunk, false},
+                                {70, 9, LogitsRows::kAll, false},  // A's chunk takes the overlapped exchanges
                                 {1, 1, LogitsRows::kAll, true}};
-  const std::vector<int32_t> ta = cp_tokens(64, model.config().vocab_size, 21);
-  const std::vector<int32_t> tb = cp_tokens(64, model.config().vocab_size, 22);
+  const std::vector<int32_t> ta = cp_tokens(128, model.config().vocab_size, 21);
+  const std::vector<int32_t> tb = cp_tokens(128, model.config().vocab_size, 22);
   SequenceState sa = model.new_sequence(), sb = model.new_sequence();
   std::vector<float> all;
   auto keep = [&](const Tensor& t) { all.insert(all.end(), t.as<float>(), t.as<float>() + t.numel()); };

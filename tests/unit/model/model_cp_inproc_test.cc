@@ -1,13 +1,16 @@
 // Context parallelism of the model over the in-process backend, 2 and 4 rank-threads (cases in
 // tests/mp/model_cp_core.h): CP logits equal CP = 1 within 1e-5 relative (bitwise in deterministic mode),
-// bitwise equal across the CP ranks, each rank holding its round-robin share of the compressed rows; and a
-// deterministic CP size that does not divide the virtual shards is refused when the model is made.
+// bitwise equal across the CP ranks, each rank holding its round-robin share of the compressed rows; a
+// deterministic CP size that does not divide the virtual shards is refused when the model is made; and the
+// overlapped exchanges (ModelParallel::cp_overlap) are taken on long chunks only and change no bit.
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <string>
+#include <utility>
 
 #include "parallel/bootstrap.h"
+#include "parallel/context_parallel.h"
 #include "tests/mp/model_cp_core.h"
 
 namespace dsv4 {
@@ -48,6 +51,59 @@ TEST(ModelCpInProc, DeterministicRefusesCpNotDividingVirtualShards) {
     }
     par.deterministic = false;  // plain mode takes any CP size
     Model plain(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain, par);
+  });
+}
+
+// Overlap on against overlap off, 2 rank-threads, plain, deterministic and reference: bitwise the same logits and
+// exactly the expected overlapped steps. Per rank and chunk of 64 tokens or more (130, 250, 358 here; the
+// others are shorter), every layer overlaps its first row gather with the query projection, ratio-4 layers
+// then the second gather, the top-k exchange and the two partial exchanges (5 steps each), the ratio-128
+// layer the second gather and the partials (4), the SWA layer nothing more (1): 15 per chunk, none with
+// the switch off. The rank-threads share the process counters.
+TEST(ModelCpInProc, OverlapTakenOnLongChunksAndBitwiseSequential) {
+  constexpr int kRanks = 2;
+  parallel::run_inproc_ranks(kRanks, 120s, [](int, parallel::Bootstrap& bootstrap) {
+    auto world = parallel::make_communicator("inproc", bootstrap);
+    auto barrier = [&] {
+      int64_t one = 1, all[kRanks];
+      world->all_gather(&one, all, 1, DType::kI64, parallel::kDefaultStream);
+    };
+    const testing::CpCase c = testing::cp_cases()[0];  // window 128, ratios {0, 4, 128, 4}, top-16
+    ASSERT_EQ(c.ratios, (std::vector<int64_t>{0, 4, 128, 4}));
+    int64_t long_chunks = 0;
+    for (int64_t n : c.chunks) long_chunks += n >= 64 ? 1 : 0;
+    ASSERT_EQ(long_chunks, 3);
+    // Plain and deterministic mode, and the reference numerics (FP8 / FP4 emulation in the projections the
+    // helper thread runs).
+    const std::pair<bool, Numerics> modes[] = {
+        {false, Numerics::kPlain}, {true, Numerics::kPlain}, {false, Numerics::kReference}};
+    for (const auto& [det, numerics] : modes) {
+      SCOPED_TRACE(std::string(det ? "deterministic" : "plain") +
+                   (numerics == Numerics::kReference ? ", reference numerics" : ""));
+      ModelConfig cfg = testing::tiny_config(c.ratios, c.window, c.topk);
+      if (det) cfg.o_lora_rank = 128;
+      const testing::TinyWeights weights(cfg, 11);
+      auto tp = world->split(world->rank(), 0);
+      auto ep = world->split(world->rank(), 0);
+      auto cp = world->split(0, world->rank());
+      std::vector<float> logits[2];
+      int64_t steps[2] = {0, 0};
+      for (bool overlap : {false, true}) {
+        ModelParallel par{tp.get(), ep.get(), det, cp.get()};
+        par.cp_overlap = overlap;
+        Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), numerics, par);
+        barrier();
+        const int64_t before = parallel::cp_exchange_stats().overlapped;
+        logits[overlap] = testing::run_cp_schedule(model, c);
+        barrier();
+        steps[overlap] = parallel::cp_exchange_stats().overlapped - before;
+        barrier();
+      }
+      EXPECT_EQ(steps[0], 0) << "overlapped steps with cp_overlap off";
+      EXPECT_EQ(steps[1], 15 * long_chunks * kRanks) << "overlapped steps with cp_overlap on";
+      EXPECT_TRUE(logits[1] == logits[0]) << "overlap changed the logits (relative difference "
+                                          << testing::cp_relative_error(logits[1], logits[0]) << ")";
+    }
   });
 }
 
