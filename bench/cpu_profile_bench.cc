@@ -391,7 +391,7 @@ void measure_comm(int iters, Fields& fields, const std::string& by) {
   fields["a2a_latency"] = {a2a_lat, "measured " + by + ": MoeDispatcher dispatch+combine of 1 token / 2, " + ranks};
   fields["a2a_intra_bandwidth"] = {a2a_bw, "measured " + by +
                                                ": MoeDispatcher f32 rows crossing ranks, 512 tokens/rank, " + ranks +
-                                               " (bare all_to_all_v is faster: see the bench table)"};
+                                               " (the exchange kAuto takes: the shared window on one node)"};
 }
 
 // Replaces the line `key: {...}` of each measured field in the profile (other lines untouched).
