@@ -74,6 +74,9 @@ int run(int argc, char** argv) {
   app.add_flag("--reserve-only", reserve_only, "only reserve the state's rows for --tokens (no forward pass)");
   app.add_flag("--no-cp-overlap", no_overlap,
                "run every CP exchange in sequence with compute (ModelParallel::cp_overlap off; same logits)");
+  int64_t pipeline_min_tokens = dsv4::ModelParallel{}.pipeline_min_tokens;
+  app.add_option("--pipeline-min-tokens", pipeline_min_tokens,
+                 "chunks of at least this many tokens run as two micro-batches (0: never; the model's default)");
   CLI11_PARSE(app, argc, argv);
   DSV4_CHECK_ARG(tokens > 0 && chunk > 0 && decode >= 0) << "--tokens and --chunk must be positive";
 
@@ -83,6 +86,10 @@ int run(int argc, char** argv) {
   auto tp = world->split(rank, 0);
   auto ep = world->split(rank, 0);
   auto cp = world->split(0, rank);
+  // The pipeline's second micro-batch runs on its own groups (the same members).
+  auto tp2 = world->split(rank, 0);
+  auto ep2 = world->split(rank, 0);
+  auto cp2 = world->split(0, rank);
 
   const dsv4::Checkpoint ckpt = dsv4::Checkpoint::open(checkpoint_dir);
   const dsv4::ModelConfig& cfg = ckpt.config();
@@ -95,6 +102,8 @@ int run(int argc, char** argv) {
   par.ep = ep.get();
   par.cp = cp.get();
   par.cp_overlap = !no_overlap;
+  par.second = {tp2.get(), ep2.get(), cp2.get()};
+  par.pipeline_min_tokens = pipeline_min_tokens;
   dsv4::Model model(cfg, dsv4::bind_weights(cfg, lookup), dsv4::kernels::make_cpu_backend(),
                     dsv4::parse_numerics(numerics_name), par);
 
@@ -116,8 +125,10 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (rank == 0) {
-    std::printf("cp %d, %lld tokens in chunks of %lld, %s numerics, %s\n", P, static_cast<long long>(tokens),
-                static_cast<long long>(chunk), numerics_name.c_str(), checkpoint_dir.c_str());
+    std::printf("cp %d, %lld tokens in chunks of %lld, %s numerics, %s; in-layer overlap %s, pipeline %s\n", P,
+                static_cast<long long>(tokens), static_cast<long long>(chunk), numerics_name.c_str(),
+                checkpoint_dir.c_str(), no_overlap ? "off" : "on",
+                pipeline_min_tokens > 0 ? ("chunks >= " + std::to_string(pipeline_min_tokens)).c_str() : "off");
   }
   int32_t ready = 1;  // start the clock together
   world->all_reduce(&ready, &ready, 1, dsv4::DType::kI32, dsv4::parallel::ReduceOp::kSum,
@@ -187,7 +198,8 @@ int run(int argc, char** argv) {
       std::printf("\n");
       prev = b.end;
     }
-    std::printf("prefill %.1f s (%.1f tokens/s); decode %lld steps at %.1f ms/token\n", prefill_s, tokens / prefill_s,
+    std::printf("prefill %.1f s (%.1f tokens/s, %lld forwards pipelined); decode %lld steps at %.1f ms/token\n",
+                prefill_s, tokens / prefill_s, static_cast<long long>(exchange.pipelined_forwards),
                 static_cast<long long>(decode), decode ? 1e3 * decode_s / decode : 0.0);
     std::printf("rank  state MiB  rows held  row MiB  peak RSS MiB  prefill exchange s (%% of prefill)  MiB in\n");
     for (int p = 0; p < P; ++p) {
@@ -203,7 +215,8 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  int provided = 0;  // MULTIPLE: the pipelined prefill calls MPI from two threads
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rc = 0;
   try {
     rc = run(argc, argv);

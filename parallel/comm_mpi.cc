@@ -120,6 +120,11 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string_view backend_name() const override { return "mpi"; }
+  bool concurrent_communicators() const override {
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    return level == MPI_THREAD_MULTIPLE;
+  }
 
   void all_reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, Stream stream) override {
     check_reducible(dtype, "all_reduce");

@@ -84,6 +84,11 @@ class Communicator {
     return nullptr;
   }
 
+  /// Whether another thread of this rank may run collectives on a DIFFERENT communicator while this one is in
+  /// use (the model's two-micro-batch pipeline gives each micro-batch its own groups). One communicator is
+  /// never used by two threads at once. "mpi" answers MPI_Query_thread == MPI_THREAD_MULTIPLE.
+  virtual bool concurrent_communicators() const { return true; }
+
   /// Unblocks peers after a fatal error: MPI ends the job (MPI_Abort), NCCL aborts the communicator,
   /// the in-process backend wakes every waiter of its world with Error(kRemote). Never throws.
   virtual void abort() noexcept = 0;

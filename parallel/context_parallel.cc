@@ -17,7 +17,8 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-std::atomic<int64_t> g_exchange_ns{0}, g_exchange_bytes{0}, g_exchange_calls{0}, g_exchange_overlapped{0};
+std::atomic<int64_t> g_exchange_ns{0}, g_exchange_bytes{0}, g_exchange_calls{0}, g_exchange_overlapped{0},
+    g_pipelined_forwards{0};
 
 // The one candidate order used everywhere: higher score first, then lower id.
 bool before(float sa, int32_t ia, float sb, int32_t ib) { return sa > sb || (sa == sb && ia < ib); }
@@ -165,6 +166,7 @@ CpExchangeStats cp_exchange_stats() {
   s.bytes = g_exchange_bytes.load(std::memory_order_relaxed);
   s.calls = g_exchange_calls.load(std::memory_order_relaxed);
   s.overlapped = g_exchange_overlapped.load(std::memory_order_relaxed);
+  s.pipelined_forwards = g_pipelined_forwards.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -173,8 +175,10 @@ void reset_cp_exchange_stats() {
   g_exchange_bytes.store(0, std::memory_order_relaxed);
   g_exchange_calls.store(0, std::memory_order_relaxed);
   g_exchange_overlapped.store(0, std::memory_order_relaxed);
+  g_pipelined_forwards.store(0, std::memory_order_relaxed);
 }
 
 void note_cp_overlap() { g_exchange_overlapped.fetch_add(1, std::memory_order_relaxed); }
+void note_pipelined_forward() { g_pipelined_forwards.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace dsv4::parallel

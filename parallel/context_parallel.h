@@ -79,11 +79,15 @@ struct CpExchangeStats {
   int64_t calls = 0;
   /// Exchange steps that ran while a helper thread computed (note_cp_overlap): each may hold several calls.
   int64_t overlapped = 0;
+  /// Forwards run as two micro-batches (runtime/model/model_pipeline.cc).
+  int64_t pipelined_forwards = 0;
 };
 CpExchangeStats cp_exchange_stats();
 void reset_cp_exchange_stats();
 /// Counts one exchange step run beside compute in cp_exchange_stats().overlapped.
 void note_cp_overlap();
+/// Counts one two-micro-batch forward in cp_exchange_stats().pipelined_forwards.
+void note_pipelined_forward();
 
 /// Adds its own lifetime (wall time), `bytes` received and one call to the counters of cp_exchange_stats():
 /// wrap a CP collective made elsewhere in one.

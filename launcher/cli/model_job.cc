@@ -35,7 +35,8 @@ class MpiSession {
     MPI_Initialized(&initialized);
     if (!initialized) {
       int provided = 0;
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      // MULTIPLE for the model's two-micro-batch pipeline (runtime/model/model_pipeline.cc).
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
       owns_ = true;
     }
   }

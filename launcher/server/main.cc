@@ -151,7 +151,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  // MULTIPLE: the two micro-batches of a pipelined prefill run their collectives from two threads, each on
+  // its own communicators (runtime/model/model_pipeline.cc); with less the model runs every forward as one batch.
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rc = 0;
   {
     auto bootstrap = dsv4::parallel::make_mpi_bootstrap();

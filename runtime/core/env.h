@@ -26,6 +26,13 @@ inline constexpr Var kDeterministic{"DSV4_DETERMINISTIC", "0",
 inline constexpr Var kNumerics{"DSV4_NUMERICS", "reference", "default numerics mode: reference|plain"};
 inline constexpr Var kCommTimeoutS{"DSV4_COMM_TIMEOUT_S", "600",
                                    "seconds a collective may wait for a peer before the job is aborted"};
+// Read by ModelGroups::parallel (runtime/model/model_parallel.cc); every rank of a job must see the same values
+// (the model checks its groups agree when it is made).
+inline constexpr Var kPipelineMinTokens{"DSV4_PIPELINE_MIN_TOKENS", "256",
+                                        "chunks of at least this many tokens run as two micro-batches on two threads "
+                                        "(0: never)"};
+inline constexpr Var kCpOverlap{"DSV4_CP_OVERLAP", "1",
+                                "1: a CP attention layer runs its exchanges beside compute on a helper thread"};
 inline constexpr Var kFaultInject{"DSV4_FAULT_INJECT", "",
                                   "test switch: 'rank=R,at=POINT' makes rank R throw at a named point"};
 inline constexpr Var kSharedDir{"DSV4_SHARED_DIR", "",

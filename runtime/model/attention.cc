@@ -170,6 +170,8 @@ void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_
   }
 
   std::vector<float> o(T * H * d);
+  // The state section: micro-batch B of a pipelined forward waits here for A's attention of this slot.
+  if (ctx.acquire_state != nullptr) ctx.acquire_state->acquire(slot);
   if (b.cp != nullptr) {
     // A split batch (context parallelism, or deterministic mode): context_parallel_attention.cc.
     const CpLayerInputs in{q.data(),       kv.data(),      main_a.data(), main_s.data(), index_a.data(),
@@ -183,6 +185,7 @@ void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_
     if (ratio == 4) append_segments(ctx, w.indexer->compressor, b, slot, true, index_a, index_s, inv);
     attend_segments(ctx, w, slot, ratio, b, q, kv, q_index, beta, o);
   }
+  if (ctx.release_state != nullptr) ctx.release_state->release(slot);
   // V = K carried the absolute phase: rotate it back at the query position.
   if (T > 0) rope_rows(ctx, o.data(), T, H, d, inv, pos, true);
 

@@ -56,10 +56,12 @@
 //   4. the partials in two pieces (each owner's first and second half of queries): piece 0's all_to_all_v
 //      beside piece 1's partials, then piece 1's beside the merge of piece 0.
 // SWA layers (ratio 0) stop after step 1. The logits gather stays synchronous, and so does every exchange
-// of a shorter chunk. Not hidden: the part of the first gather longer than the query projection, and the
-// MoE's EP exchange: that would need a second micro-batch in flight through the layer loop (DeepSeek's
-// two-micro-batch overlap: the chunk cut into halves A and B, B's projections or MoE computed while A's
-// exchanges run), not built.
+// of a shorter chunk. What this in-layer overlap cannot hide (the part of the first gather longer than the
+// query projection, the logits gather, the MoE's EP exchange) the two-micro-batch pipeline does
+// (runtime/model/model_pipeline.cc): a chunk of ModelParallel::pipeline_min_tokens or more is cut into halves
+// A and B that run through the layers on two threads, each on its own communicators, B's attention of a layer
+// after A's; this function then runs once per micro-batch, and each micro-batch's exchanges proceed while the
+// other computes.
 #include <algorithm>
 #include <array>
 #include <cmath>

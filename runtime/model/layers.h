@@ -7,9 +7,11 @@
 // batch of zero rows (an idle rank) skips all local work but still joins the EP exchange of every MoE.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -40,6 +42,26 @@ struct Batch {
   std::shared_ptr<const CpSplit> cp;
 };
 
+/// The hand-over between the two micro-batches of a pipelined forward (model_pipeline.cc): micro-batch B
+/// continues the sequences of micro-batch A, so B's attention of a layer slot may touch the sequence state
+/// (ring, compressors, rows) only once A's attention of that slot is done with it. Everything else of the two
+/// micro-batches is independent. A throwing on A's thread calls fail(), so that B stops instead of waiting.
+class StateHandover {
+ public:
+  /// A is done with the state of slots <= slot.
+  void release(int64_t slot);
+  /// A failed: every acquire() from now throws.
+  void fail();
+  /// Waits until A released `slot`; throws Error(kInternal) when A failed.
+  void acquire(int64_t slot);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t released_ = -1;
+  bool failed_ = false;
+};
+
 struct Ctx {
   const ModelConfig& cfg;
   kernels::KernelBackend& be;
@@ -47,10 +69,13 @@ struct Ctx {
   const ModelParallel& par;             // this rank's groups (size 1 each in a single process)
   const ModelShard& shard;              // what this rank holds
   parallel::MoeDispatcher& dispatcher;  // over par.ep; rows are [hidden | routing weight] in F32
+  /// Pipelined forward only: micro-batch A releases each slot's state to B, B acquires it (null otherwise).
+  StateHandover* release_state = nullptr;
+  StateHandover* acquire_state = nullptr;
   bool reference() const { return numerics == Numerics::kReference; }
   bool deterministic() const { return par.deterministic; }
   /// The same context with other numerics (the plain-path projections of the reference).
-  Ctx with(Numerics n) const { return Ctx{cfg, be, n, par, shard, dispatcher}; }
+  Ctx with(Numerics n) const { return Ctx{cfg, be, n, par, shard, dispatcher, release_state, acquire_state}; }
 };
 
 /// Column width of one deterministic-mode chunk of the shared expert's w2 (model_parallel.h).

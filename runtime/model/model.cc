@@ -8,6 +8,7 @@
 #include <string>
 
 #include "parallel/context_parallel.h"
+#include "parallel/fault_inject.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/checkpoint/validate.h"
 #include "runtime/core/error.h"
@@ -70,6 +71,7 @@ void Model::finish_construction() {
   dc.hidden = config_.hidden_size + 1;  // the routing weight travels with each row (moe.cc)
   dc.dtype = DType::kF32;
   dispatcher_ = std::make_unique<parallel::MoeDispatcher>(*parallel_.ep, dc);
+  prepare_pipeline();
   weight_bytes_ = model_weight_bytes(config_, weights_);
 }
 
@@ -272,9 +274,12 @@ void Model::agree_on_tp(std::exception_ptr& error, int64_t rows) const {
   }
 }
 
-void Model::refuse(const std::exception_ptr& error, bool mtp) {
+void Model::refuse(const std::exception_ptr& error, bool mtp, bool pipelined) {
   if (!error) return;
-  if (parallel_.ep->size() > 1) {
+  if (pipelined) {
+    // Both micro-batches idle: B's EP peers expect this rank on the second EP group too.
+    run_pipelined(Batch{}, false, LogitsRows::kAll);
+  } else if (parallel_.ep->size() > 1) {
     // The EP peers (other DP replicas) are about to exchange rows with this rank in every MoE layer: take
     // part with no rows, then report the error.
     Ctx ctx{config_, *backend_, numerics_, parallel_, weights_.shard, *dispatcher_};
@@ -332,27 +337,43 @@ Model::Prepared Model::prepare(std::span<const SequenceChunk> chunks) const {
 }
 
 ForwardOutput Model::forward(std::span<const SequenceChunk> chunks, bool want_hidden, LogitsRows logits_rows) {
+  Prepared p = prepare(chunks);
+  const bool pipelined = decide_pipeline(p.batch);
+  refuse(p.error, false, pipelined);
+  ForwardOutput out = pipelined ? run_pipelined(p.batch, want_hidden, logits_rows)
+                                : run_batch(parallel_, *dispatcher_, p.batch, want_hidden, logits_rows, nullptr, nullptr);
+  for (const Segment& s : p.batch.segments) s.state->length += s.count;
+  return out;
+}
+
+ForwardOutput Model::run_batch(const ModelParallel& par, parallel::MoeDispatcher& dispatcher, const Batch& whole,
+                               bool want_hidden, LogitsRows logits_rows, model_detail::StateHandover* release_state,
+                               model_detail::StateHandover* acquire_state) {
   const ModelConfig& cfg = config_;
   const int64_t n = cfg.hc_mult, D = cfg.hidden_size, V = weights_.shard.vocab_rows();
-  Prepared p = prepare(chunks);
-  refuse(p.error, false);
-  const Batch& whole = p.batch;
 
   // Context parallelism splits every chunk over the CP group (this rank runs its sub-block); deterministic
   // mode takes the same path with a one-rank split on every layout, so that its attention merges the same
   // fixed partials whatever the CP size (context_parallel_attention.cc).
-  const int P = parallel_.cp != nullptr ? parallel_.cp->size() : 1;
-  const int cp_rank = P > 1 ? parallel_.cp->rank() : 0;
-  const bool split = P > 1 || parallel_.deterministic;
+  const int P = par.cp != nullptr ? par.cp->size() : 1;
+  const int cp_rank = P > 1 ? par.cp->rank() : 0;
+  const bool split = P > 1 || par.deterministic;
   Batch mine;
   if (split) mine = model_detail::cp_local_batch(whole, cp_rank, P);
   const Batch& b = split ? mine : whole;
 
-  Ctx ctx{cfg, *backend_, numerics_, parallel_, weights_.shard, *dispatcher_};
+  Ctx ctx{cfg, *backend_, numerics_, par, weights_.shard, dispatcher, release_state, acquire_state};
   std::vector<float> X(b.rows * n * D);
   embed_rows(ctx, weights_.embed, b.tokens.data(), b.rows, n, X.data());
+  const bool micro_batch = release_state != nullptr || acquire_state != nullptr;
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
+    // Test switch (DSV4_FAULT_INJECT, rank = the CP rank): a micro-batch failing mid-forward must end the job.
+    if (micro_batch) {
+      parallel::maybe_inject_fault(release_state != nullptr ? "pipeline_a_layer" : "pipeline_b_layer", cp_rank);
+    }
     model_detail::block_forward(ctx, weights_.layers[l], l, cfg.compress_ratio(l), cfg.is_hash_layer(l), b, X.data());
+    // An idle micro-batch A attends nowhere: release the slot here too.
+    if (release_state != nullptr) release_state->release(l);
   }
   // Every CP rank returns the whole batch's output: the rows of the others are gathered.
   ForwardOutput out;
@@ -391,11 +412,10 @@ ForwardOutput Model::forward(std::span<const SequenceChunk> chunks, bool want_hi
     }
     if (P > 1 && nseg > 0 && !everywhere) {
       parallel::CpExchangeTimer timer(nseg * V * static_cast<int64_t>(sizeof(float)));
-      parallel_.cp->broadcast(out.logits.as<float>(), static_cast<size_t>(nseg * V), DType::kF32, P - 1,
-                              parallel::kDefaultStream);
+      par.cp->broadcast(out.logits.as<float>(), static_cast<size_t>(nseg * V), DType::kF32, P - 1,
+                        parallel::kDefaultStream);
     }
   }
-  for (const Segment& s : whole.segments) s.state->length += s.count;
   return out;
 }
 

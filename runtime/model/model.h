@@ -29,6 +29,10 @@ namespace dsv4 {
 
 class Checkpoint;
 struct ShardLoadReport;
+namespace model_detail {
+struct Batch;
+class StateHandover;
+}  // namespace model_detail
 
 /// `plain`: fp32 everywhere, no quantisation emulation (like transformers).
 /// `reference`: the official numerics' QAT emulation (spec §6): FP8 activation quantisation per 128 before
@@ -128,8 +132,21 @@ class Model {
   /// Turns a local verdict into the TP group's: an error on any member (or differing row counts) becomes an
   /// error on every member. A collective over TP when it has more than one rank.
   void agree_on_tp(std::exception_ptr& error, int64_t rows) const;
-  /// Throws `error` when set, after an idle step (forward, or the MTP block) when EP peers expect this rank.
-  void refuse(const std::exception_ptr& error, bool mtp);
+  /// Throws `error` when set, after an idle step (forward, pipelined when `pipelined`, or the MTP block) when EP
+  /// peers expect this rank.
+  void refuse(const std::exception_ptr& error, bool mtp, bool pipelined = false);
+  /// One batch through the embedding, the layers and the head on the groups of `par` (model.cc); the
+  /// sequences' lengths are not advanced. The handovers are set on the micro-batches of a pipelined forward.
+  ForwardOutput run_batch(const ModelParallel& par, parallel::MoeDispatcher& dispatcher,
+                          const model_detail::Batch& whole, bool want_hidden, LogitsRows logits_rows,
+                          model_detail::StateHandover* release_state, model_detail::StateHandover* acquire_state);
+  /// The two-micro-batch pipeline (model_pipeline.cc; ModelParallel::pipeline_min_tokens).
+  void prepare_pipeline();
+  /// Whether this forward pipelines: a chunk long enough here, or on any rank of the EP group when it spans
+  /// replicas (then a collective over it, also with `batch` empty). Every rank of a TP, CP and EP group decides
+  /// the same.
+  bool decide_pipeline(const model_detail::Batch& batch) const;
+  ForwardOutput run_pipelined(const model_detail::Batch& whole, bool want_hidden, LogitsRows logits_rows);
 
   ModelConfig config_;
   ModelWeights weights_;
@@ -138,6 +155,10 @@ class Model {
   std::shared_ptr<LocalGroups> local_;  // set for a single-process model: owns what parallel_ points to
   ModelParallel parallel_;
   std::unique_ptr<parallel::MoeDispatcher> dispatcher_;  // over parallel_.ep, one for all MoE layers
+  // The pipeline's micro-batch B: parallel_ with the second groups, and its own dispatcher over them.
+  bool pipeline_ready_ = false;
+  ModelParallel second_parallel_;
+  std::unique_ptr<parallel::MoeDispatcher> second_dispatcher_;
   uint64_t weight_bytes_ = 0;
 };
 

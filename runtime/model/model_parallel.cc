@@ -2,6 +2,7 @@
 #include "runtime/model/model_parallel.h"
 
 #include "parallel/bootstrap.h"
+#include "runtime/core/env.h"
 #include "runtime/core/error.h"
 #include "runtime/model/weights.h"
 
@@ -20,7 +21,7 @@ parallel::MeshModelDims mesh_dims(const ModelConfig& config) {
 ModelGroups make_model_groups(parallel::Communicator& world, const parallel::Mesh& mesh) {
   DSV4_CHECK_ARG(world.size() == mesh.world_size())
       << "the job has " << world.size() << " ranks but the layout " << mesh.str() << " needs " << mesh.world_size();
-  ModelGroups g{mesh, world.rank(), nullptr, nullptr, nullptr, nullptr};
+  ModelGroups g{mesh, world.rank(), nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
   // Every rank makes the same four splits in the same order (split is collective over the world).
   const parallel::SplitKey tp = mesh.tp_split(g.rank), ep = mesh.ep_split(g.rank), dp = mesh.dp_split(g.rank),
                            cp = mesh.cp_split(g.rank);
@@ -28,7 +29,25 @@ ModelGroups make_model_groups(parallel::Communicator& world, const parallel::Mes
   g.ep = world.split(ep.color, ep.key);
   g.dp = world.split(dp.color, dp.key);
   g.cp = world.split(cp.color, cp.key);
+  // The pipeline's second groups (same colours and keys: the same members), where one EP exchange can agree on
+  // the pipeline: EP groups inside one replica (identical batches) or made of whole replicas.
+  const int replica = mesh.config().tp * mesh.config().cp, ep_size = mesh.config().ep;
+  if (ep_size % replica == 0 || replica % ep_size == 0) {
+    g.tp2 = world.split(tp.color, tp.key);
+    g.ep2 = world.split(ep.color, ep.key);
+    g.cp2 = world.split(cp.color, cp.key);
+  }
   return g;
+}
+
+ModelParallel ModelGroups::parallel(bool deterministic) const {
+  ModelParallel p{tp.get(), ep.get(), deterministic, cp.get()};
+  p.second = {tp2.get(), ep2.get(), cp2.get()};
+  const int replica = mesh.config().tp * mesh.config().cp;
+  p.pipeline_agree_over_ep = mesh.config().dp > 1 && mesh.config().ep > replica;
+  p.pipeline_min_tokens = env::get_int(env::kPipelineMinTokens, 0, int64_t{1} << 40);
+  p.cp_overlap = env::get_bool(env::kCpOverlap);
+  return p;
 }
 
 // One in-process world of size 1; its communicators are used from the thread that made them, which is

@@ -53,6 +53,25 @@ struct ModelParallel {
   /// thread (runtime/model/context_parallel_attention.cc). Off: the same arithmetic in sequence (bitwise the
   /// same logits; for tests and measurements). Every rank of a CP group must pass the same value.
   bool cp_overlap = true;
+  /// Two-micro-batch pipeline (runtime/model/model_pipeline.cc): a forward with a chunk of at least
+  /// `pipeline_min_tokens` tokens is cut into micro-batches A (the first half of each long chunk, and the short
+  /// chunks) and B (the second halves), run by two threads in lockstep through the layers: B's attention of a
+  /// layer follows A's (it continues A's sequences), so each micro-batch's exchanges (row gathers, partials,
+  /// top-k, TP sums, MoE dispatch and combine) run while the other computes. B uses `second`: groups with the
+  /// same members as tp / ep / cp and their own communicators. Null groups, a backend without concurrent
+  /// communicators (MPI below MPI_THREAD_MULTIPLE) or pipeline_min_tokens <= 0: every forward is one batch.
+  /// The logits are those of the two halves run as consecutive chunks (bitwise in deterministic mode).
+  struct Groups {
+    parallel::Communicator* tp = nullptr;
+    parallel::Communicator* ep = nullptr;
+    parallel::Communicator* cp = nullptr;  // may be null when cp is
+  };
+  Groups second{};
+  int64_t pipeline_min_tokens = 256;
+  /// Set when the EP group holds ranks of other DP replicas (which pass other batches): every forward then
+  /// agrees over the EP group whether to pipeline (one small all_gather), since B's MoE exchange runs on
+  /// second.ep.
+  bool pipeline_agree_over_ep = false;
 };
 
 /// Owns the split communicators of one rank. make_model_groups() is collective over `world`.
@@ -60,15 +79,18 @@ struct ModelGroups {
   parallel::Mesh mesh;
   int rank = 0;
   std::unique_ptr<parallel::Communicator> tp, ep, dp, cp;
-  ModelParallel parallel(bool deterministic) const {
-    return ModelParallel{tp.get(), ep.get(), deterministic, cp.get()};
-  }
+  /// The second micro-batch's copies of tp, ep and cp (ModelParallel::second); null when the layout cannot
+  /// pipeline (EP groups that cut a DP replica without holding it whole: the pipeline decision could not be
+  /// agreed on by one EP exchange).
+  std::unique_ptr<parallel::Communicator> tp2, ep2, cp2;
+  ModelParallel parallel(bool deterministic) const;
 };
 
 /// The mesh dimensions of `config` (heads, output groups, routed experts, shared-expert width, FP8 block).
 parallel::MeshModelDims mesh_dims(const ModelConfig& config);
 
-/// Splits `world` into this rank's TP, EP, DP and CP groups (collective over `world`; every rank calls it).
+/// Splits `world` into this rank's TP, EP, DP and CP groups and the pipeline's second TP, EP and CP groups
+/// (collective over `world`; every rank calls it).
 ModelGroups make_model_groups(parallel::Communicator& world, const parallel::Mesh& mesh);
 
 /// A one-rank world for single-process use (in-process communicators of size 1): what Model::from_checkpoint

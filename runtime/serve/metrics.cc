@@ -11,6 +11,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "parallel/context_parallel.h"
 #include "runtime/core/error.h"
 
 namespace dsv4::serve {
@@ -123,6 +124,11 @@ std::string ServerMetrics::render() const {
   out += "# HELP dsv4_scheduler_overhead_seconds Per serving step: rank 0's time outside the model (scheduling, "
          "plan broadcast, sampling, streaming).\n# TYPE dsv4_scheduler_overhead_seconds histogram\n";
   step_overhead_.render("dsv4_scheduler_overhead_seconds", out);
+  // The model counts them (process-wide): rank 0 runs the same forwards as every rank of its replica.
+  out += "# HELP dsv4_pipelined_forwards_total Forward passes rank 0 ran as two micro-batches (chunks of at least "
+         "DSV4_PIPELINE_MIN_TOKENS tokens).\n# TYPE dsv4_pipelined_forwards_total counter\n"
+         "dsv4_pipelined_forwards_total " +
+         std::to_string(parallel::cp_exchange_stats().pipelined_forwards) + "\n";
   return out;
 }
 

@@ -174,17 +174,21 @@ TEST(ServeSharded, TinyCpuLayoutServesDsv4GenerateTokensAndIdlesQuietly) {
 }
 
 // Context parallelism in the server: 2 ranks sharing every sequence (cp 2, one replica) give the greedy tokens
-// of `dsv4 generate` as one process, for a prompt long enough to emit ratio-128 rows, with a second request
-// running beside it.
+// of `dsv4 generate` as one process, for a prompt long enough to emit ratio-128 rows (and run as two
+// micro-batches), with a second request running beside it.
 TEST(ServeSharded, ContextParallelServerGivesDsv4GenerateTokens) {
   const char* mpiexec = std::getenv("DSV4_MPIEXEC");
   if (mpiexec == nullptr || *mpiexec == '\0') GTEST_SKIP() << "DSV4_MPIEXEC is not set";
   const std::string& ckpt = tiny_checkpoint();
-  ServerProcess server(ckpt, {"--cp", "2", "--deterministic"}, {mpiexec, "-np", "2", "--oversubscribe"});
+  // Prompts of 64 tokens or more go through the two-micro-batch pipeline (two threads per rank calling MPI).
+  ServerProcess server(ckpt, {"--cp", "2", "--deterministic"},
+                       {mpiexec, "-np", "2", "--oversubscribe", "-x", "DSV4_PIPELINE_MIN_TOKENS=64"});
   std::vector<int32_t> prompt = {0};
   for (int32_t i = 0; i < 138; ++i) prompt.push_back(3 + (i * 733) % 129000);
   const std::vector<std::vector<int32_t>> prompts = {prompt, {0, 42, 4242}};
   expect_generate_tokens(server, ckpt, prompts, 8, "the cp 2 server");
+  EXPECT_GE(metric_value(http_get_metrics(server.metrics_port()), "dsv4_pipelined_forwards_total"), 1.0)
+      << "the 139-token prompt was not pipelined";
   // SIGTERM to rank 0: drain, every rank exits 0.
   ASSERT_EQ(::kill(server.rank_pids()[0], SIGTERM), 0);
   EXPECT_EQ(server.wait_exit(30), 0) << server.log();

@@ -6,7 +6,8 @@
 // every rank) or barely longer (sub-blocks of one or two tokens), and decode after the CP prefill; and two
 // sequences batched per forward with every LogitsRows mode, the hidden state and an MTP draft. Chunks of 64
 // tokens or more take the overlapped exchanges (a helper thread), shorter ones the sequential ones; a batch
-// with one chunk of each takes the overlapped ones for both.
+// with one chunk of each takes the overlapped ones for both. Chunks of 40 tokens or more run as two
+// micro-batches (the pipeline: two threads, each on its own groups), shorter ones as one.
 // Every CP rank must get bitwise the same logits, a second run bitwise the first, and a CP sequence must hold
 // about 1/CP of the compressed rows.
 #pragma once
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -54,6 +56,28 @@ inline std::vector<int32_t> cp_tokens(int64_t n, int64_t vocab, uint32_t seed) {
   for (auto& v : t) v = static_cast<int32_t>(rng() % vocab);
   return t;
 }
+
+/// Chunks of this many tokens or more run as two micro-batches in the CP tests (ModelParallel::
+/// pipeline_min_tokens): 41, 47, 61, 130, 250 and 358 of cp_cases(), and the long steps of run_cp_batches.
+inline constexpr int64_t kCpTestPipelineMinTokens = 40;
+
+/// TP = 1, EP = 1 and a CP group of all of `world`'s ranks, with the pipeline's second groups.
+struct CpGroups {
+  explicit CpGroups(parallel::Communicator& world)
+      : tp(world.split(world.rank(), 0)),
+        ep(world.split(world.rank(), 0)),
+        cp(world.split(0, world.rank())),
+        tp2(world.split(world.rank(), 0)),
+        ep2(world.split(world.rank(), 0)),
+        cp2(world.split(0, world.rank())) {}
+  ModelParallel parallel(bool deterministic, int64_t pipeline_min_tokens = kCpTestPipelineMinTokens) const {
+    ModelParallel par{tp.get(), ep.get(), deterministic, cp.get()};
+    par.second = {tp2.get(), ep2.get(), cp2.get()};
+    par.pipeline_min_tokens = pipeline_min_tokens;
+    return par;
+  }
+  std::unique_ptr<parallel::Communicator> tp, ep, cp, tp2, ep2, cp2;
+};
 
 /// State pages of the CP tests: one main row of the tiny model (64 floats) per page, so that the pages a rank
 /// books follow its share of the rows exactly.
@@ -110,14 +134,8 @@ inline void case_model_cp(parallel::Communicator& world, const CpCase& c, bool d
     Model single(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), c.numerics, deterministic);
     want = run_cp_schedule(single, c, &rows_whole);
   }
-  auto tp = world.split(world.rank(), 0);
-  auto ep = world.split(world.rank(), 0);
-  auto cp = world.split(0, world.rank());
-  ModelParallel par;
-  par.tp = tp.get();
-  par.ep = ep.get();
-  par.cp = cp.get();
-  par.deterministic = deterministic;
+  CpGroups groups(world);
+  ModelParallel par = groups.parallel(deterministic);
   Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), c.numerics, par);
   const std::vector<float> got = run_cp_schedule(model, c, &rows_mine, &bytes_mine);
   ASSERT_EQ(got.size(), want.size());
@@ -174,9 +192,11 @@ inline std::vector<float> run_cp_batches(Model& model) {
                                 {7, 1, LogitsRows::kLastOfEachChunk, true},
                                 {22, 9, LogitsRows::kLastOfEachChunk, false},
                                 {70, 9, LogitsRows::kAll, false},  // A's chunk takes the overlapped exchanges
-                                {1, 1, LogitsRows::kAll, true}};
-  const std::vector<int32_t> ta = cp_tokens(128, model.config().vocab_size, 21);
-  const std::vector<int32_t> tb = cp_tokens(128, model.config().vocab_size, 22);
+                                {1, 1, LogitsRows::kAll, true},
+                                {45, 41, LogitsRows::kLastOfEachChunk, true},  // both chunks cut (pipeline)
+                                {2, 66, LogitsRows::kAll, true}};
+  const std::vector<int32_t> ta = cp_tokens(256, model.config().vocab_size, 21);
+  const std::vector<int32_t> tb = cp_tokens(256, model.config().vocab_size, 22);
   SequenceState sa = model.new_sequence(), sb = model.new_sequence();
   std::vector<float> all;
   auto keep = [&](const Tensor& t) { all.insert(all.end(), t.as<float>(), t.as<float>() + t.numel()); };
@@ -214,11 +234,9 @@ inline void case_model_cp_batches(parallel::Communicator& world, bool determinis
                  deterministic);
     want = run_cp_batches(single);
   }
-  auto tp = world.split(world.rank(), 0);
-  auto ep = world.split(world.rank(), 0);
-  auto cp = world.split(0, world.rank());
-  ModelParallel par{tp.get(), ep.get(), deterministic, cp.get()};
-  Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain, par);
+  CpGroups groups(world);
+  Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain,
+              groups.parallel(deterministic));
   const std::vector<float> got = run_cp_batches(model);
   ASSERT_EQ(got.size(), want.size());
   if (deterministic) {

@@ -4,7 +4,7 @@
 // checkpoint of golden-a's architecture (heads, output groups, shared expert and vocabulary split over TP, the
 // sequence over CP, the experts over all four ranks, whose MoE exchange then joins CP ranks holding different
 // tokens), whose gathered logits must equal the single-process model's (1e-5 relative; bitwise in
-// deterministic mode).
+// deterministic mode). Long chunks run through the two-micro-batch pipeline (MPI_THREAD_MULTIPLE).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/context_parallel.h"
+#include "parallel/rank_main.h"
 #include "parallel/mesh.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/checkpoint/writer.h"
@@ -51,6 +53,34 @@ std::vector<float> run_tp_cp_schedule(Model& model, const std::vector<int32_t>& 
   return all;
 }
 
+// The two-micro-batch pipeline over MPI (two threads per rank calling MPI at once, each on its own groups),
+// under run_rank_main as a serving rank runs: a 150-token and a 50-token chunk pipelined, then decode, bitwise
+// the single-process model's logits (deterministic mode), on every rank. Registered a second and a third time
+// with DSV4_FAULT_INJECT failing micro-batch B or A of CP rank 1 mid-forward (tests/mp/CMakeLists.txt): the
+// job must end with that rank's message within seconds, not hang.
+TEST(ModelCpMpi, PipelinedPrefillUnderRankMain) {
+  parallel::Bootstrap& bootstrap = testing::mpi_world_bootstrap();
+  auto world = parallel::make_communicator("mpi", bootstrap);
+  const int rc = parallel::run_rank_main(bootstrap, world.get(), [&] {
+    ModelConfig cfg = testing::tiny_config({4, 8, 0}, 8, 3);
+    cfg.o_lora_rank = 128;  // deterministic mode slices wo_b per output group
+    const testing::TinyWeights weights(cfg, 17);
+    const testing::CpCase c{"pipelined", {4, 8, 0}, 8, 3, {150, 50, 7}, 2, Numerics::kPlain};
+    Model single(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain, true);
+    const std::vector<float> want = testing::run_cp_schedule(single, c);
+    testing::CpGroups groups(*world);
+    Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain,
+                groups.parallel(true));
+    const int64_t before = parallel::cp_exchange_stats().pipelined_forwards;
+    const std::vector<float> got = testing::run_cp_schedule(model, c);
+    DSV4_CHECK(parallel::cp_exchange_stats().pipelined_forwards - before == 2)
+        << "expected 2 pipelined forwards (the 150- and 50-token chunks)";
+    DSV4_CHECK(got == want) << "pipelined CP logits are not bitwise CP = 1 (relative difference "
+                            << testing::cp_relative_error(got, want) << ")";
+  });
+  ASSERT_EQ(rc, 0);
+}
+
 TEST(ModelCpMpi, TensorTimesContextParallel) {
   auto world = parallel::make_communicator("mpi", testing::mpi_world_bootstrap());
   if (world->size() != 4) GTEST_SKIP() << "tp 2 x cp 2 x ep 4 runs on 4 ranks";
@@ -79,7 +109,10 @@ TEST(ModelCpMpi, TensorTimesContextParallel) {
                    std::to_string(world->rank()));
       Model single = Model::from_checkpoint(ckpt, Numerics::kPlain, det);
       const std::vector<float> want = run_tp_cp_schedule(single, tokens);
-      Model model = Model::from_checkpoint_sharded(ckpt, Numerics::kPlain, groups.parallel(det), shard);
+      // The chunks of 130 and 105 tokens run as two micro-batches (each on its own TP, CP and EP groups).
+      ModelParallel par = groups.parallel(det);
+      par.pipeline_min_tokens = 100;
+      Model model = Model::from_checkpoint_sharded(ckpt, Numerics::kPlain, par, shard);
       const std::vector<float> got = run_tp_cp_schedule(model, tokens);
       ASSERT_EQ(got.size(), want.size());
       if (det) {

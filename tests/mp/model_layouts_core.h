@@ -125,6 +125,9 @@ inline Trace reference_trace(Model& model, const Workload& w) {
   return t;
 }
 
+/// What the sharded runs pipeline (ModelParallel::pipeline_min_tokens).
+inline constexpr int64_t kLayoutsPipelineMinTokens = 20;
+
 /// One rank's part of a sharded run of `w` under `layout` over `world` (a communicator of layout.world()
 /// ranks): returns the full logits of the sequences this rank's replica serves.
 inline Trace sharded_trace(parallel::Communicator& world, const Checkpoint& ckpt, const Layout& layout,
@@ -134,7 +137,12 @@ inline Trace sharded_trace(parallel::Communicator& world, const Checkpoint& ckpt
   ModelGroups groups = make_model_groups(world, mesh);
   const ModelShard shard = model_shard_for_rank(cfg, mesh, world.rank());
   ShardLoadReport report;
-  Model model = Model::from_checkpoint_sharded(ckpt, numerics, groups.parallel(deterministic), shard, &report);
+  // Prompts of 20 tokens or more go through the two-micro-batch pipeline: A's prompt (24) and, with dp = 1, the
+  // batch of both prompts (A's cut, B's 17 whole in the first micro-batch). With dp = 2 only replica 0
+  // pipelines: where the EP group spans both replicas, replica 1 joins with an empty second micro-batch.
+  ModelParallel par = groups.parallel(deterministic);
+  par.pipeline_min_tokens = kLayoutsPipelineMinTokens;
+  Model model = Model::from_checkpoint_sharded(ckpt, numerics, par, shard, &report);
   EXPECT_EQ(report.bytes_read, report.bytes_planned) << layout.str() << " rank " << world.rank();
   // Every tensor these checkpoints store is kept in its stored dtype, so what the model holds is what it read.
   EXPECT_EQ(model.weight_bytes(), report.bytes_read) << layout.str() << " rank " << world.rank();

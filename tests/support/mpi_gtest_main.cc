@@ -109,7 +109,8 @@ parallel::Bootstrap& mpi_world_bootstrap() {
 }  // namespace dsv4::testing
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  int provided = 0;  // MULTIPLE: the model's pipelined forwards call MPI from two threads
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);

@@ -2,7 +2,8 @@
 // tests/mp/model_cp_core.h): CP logits equal CP = 1 within 1e-5 relative (bitwise in deterministic mode),
 // bitwise equal across the CP ranks, each rank holding its round-robin share of the compressed rows; a
 // deterministic CP size that does not divide the virtual shards is refused when the model is made; and the
-// overlapped exchanges (ModelParallel::cp_overlap) are taken on long chunks only and change no bit.
+// overlapped exchanges (ModelParallel::cp_overlap) are taken on long chunks only and change no bit; and the
+// two-micro-batch pipeline is taken on long chunks only and matches the single-batch forward.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -92,8 +93,9 @@ TEST(ModelCpInProc, OverlapTakenOnLongChunksAndBitwiseSequential) {
         ModelParallel par{tp.get(), ep.get(), det, cp.get()};
         par.cp_overlap = overlap;
         Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), numerics, par);
-        barrier();
+        // Every rank reads the counter before any starts the run (the barrier after the read).
         const int64_t before = parallel::cp_exchange_stats().overlapped;
+        barrier();
         logits[overlap] = testing::run_cp_schedule(model, c);
         barrier();
         steps[overlap] = parallel::cp_exchange_stats().overlapped - before;
@@ -103,6 +105,76 @@ TEST(ModelCpInProc, OverlapTakenOnLongChunksAndBitwiseSequential) {
       EXPECT_EQ(steps[1], 15 * long_chunks * kRanks) << "overlapped steps with cp_overlap on";
       EXPECT_TRUE(logits[1] == logits[0]) << "overlap changed the logits (relative difference "
                                           << testing::cp_relative_error(logits[1], logits[0]) << ")";
+    }
+  });
+}
+
+// The two-micro-batch pipeline against the single-batch forward on the same CP groups, 2 rank-threads: taken
+// on the chunks of at least pipeline_min_tokens (61, 130, 250, 358 of the schedule: 4 per rank; the rank-threads
+// share the counter) and on none with the pipeline off; bitwise the same logits in deterministic mode (the
+// halves are consecutive chunks, and deterministic results do not depend on the chunking), within 1e-5
+// relative in plain mode; both with the in-layer overlap on and off.
+TEST(ModelCpInProc, PipelineTakenOnLongChunksAndMatchesSingleBatch) {
+  constexpr int kRanks = 2;
+  parallel::run_inproc_ranks(kRanks, 180s, [](int, parallel::Bootstrap& bootstrap) {
+    auto world = parallel::make_communicator("inproc", bootstrap);
+    auto barrier = [&] {
+      int64_t one = 1, all[kRanks];
+      world->all_gather(&one, all, 1, DType::kI64, parallel::kDefaultStream);
+    };
+    const testing::CpCase c = testing::cp_cases()[0];
+    int64_t long_chunks = 0;
+    for (int64_t n : c.chunks) long_chunks += n >= testing::kCpTestPipelineMinTokens ? 1 : 0;
+    ASSERT_EQ(long_chunks, 4);
+    testing::CpGroups groups(*world);
+    for (bool det : {false, true}) {
+      for (bool overlap : {false, true}) {
+        SCOPED_TRACE(std::string(det ? "deterministic" : "plain") + (overlap ? ", overlap" : ", no overlap"));
+        ModelConfig cfg = testing::tiny_config(c.ratios, c.window, c.topk);
+        if (det) cfg.o_lora_rank = 128;
+        const testing::TinyWeights weights(cfg, 11);
+        std::vector<float> logits[2];
+        int64_t forwards[2] = {0, 0};
+        for (bool pipeline : {false, true}) {
+          ModelParallel par = groups.parallel(det, pipeline ? testing::kCpTestPipelineMinTokens : 0);
+          par.cp_overlap = overlap;
+          Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain, par);
+          const int64_t before = parallel::cp_exchange_stats().pipelined_forwards;  // before any rank runs
+          barrier();
+          logits[pipeline] = testing::run_cp_schedule(model, c);
+          barrier();
+          forwards[pipeline] = parallel::cp_exchange_stats().pipelined_forwards - before;
+          barrier();
+        }
+        EXPECT_EQ(forwards[0], 0) << "pipelined forwards with the pipeline off";
+        EXPECT_EQ(forwards[1], long_chunks * kRanks) << "pipelined forwards with the pipeline on";
+        ASSERT_EQ(logits[1].size(), logits[0].size());
+        if (det) {
+          EXPECT_TRUE(logits[1] == logits[0]) << "the pipeline changed deterministic logits (relative difference "
+                                              << testing::cp_relative_error(logits[1], logits[0]) << ")";
+        } else {
+          EXPECT_LE(testing::cp_relative_error(logits[1], logits[0]), 1e-5);
+        }
+      }
+    }
+  });
+}
+
+// The pipeline's switches come from each rank's environment: CP ranks that disagree are refused when the model
+// is made (every rank of the group, with a message naming the variables), not left waiting mid-forward.
+TEST(ModelCpInProc, RanksDisagreeingOnPipelineAreRefused) {
+  parallel::run_inproc_ranks(2, 60s, [](int rank, parallel::Bootstrap& bootstrap) {
+    auto world = parallel::make_communicator("inproc", bootstrap);
+    const ModelConfig cfg = testing::tiny_config({4, 8, 0}, 8, 3);
+    const testing::TinyWeights weights(cfg, 11);
+    testing::CpGroups groups(*world);
+    try {
+      Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain,
+                  groups.parallel(false, rank == 0 ? 256 : 512));
+      ADD_FAILURE() << "rank " << rank << " accepted a CP group whose ranks pipeline differently";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("DSV4_PIPELINE_MIN_TOKENS"), std::string::npos) << e.what();
     }
   });
 }
