@@ -53,6 +53,7 @@ class InProcSharedWindow final : public SharedWindow {
   }
   void fence() override {
     maybe_inject_fault("window_fence", rank_);
+    maybe_delay_collective("window_fence", size(), 0);
     group_->barrier("window_fence");
   }
 
@@ -203,6 +204,7 @@ class InProcCommunicator final : public Communicator {
  private:
   void begin(std::string_view op, Stream stream) {
     maybe_inject_fault(op, rank_);
+    maybe_delay_collective(op, size(), 0);
     synchronize_stream(stream);
   }
 

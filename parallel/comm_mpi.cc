@@ -89,6 +89,7 @@ class MpiSharedWindow final : public SharedWindow {
   }
   void fence() override {
     maybe_inject_fault("window_fence", world_rank_);
+    maybe_delay_collective("window_fence", size(), 0);
     DSV4_MPI_CHECK(MPI_Win_sync(win_));
     DSV4_MPI_CHECK(MPI_Barrier(node_));
     DSV4_MPI_CHECK(MPI_Win_sync(win_));
@@ -129,7 +130,7 @@ class MpiCommunicator final : public Communicator {
   void all_reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, Stream stream) override {
     check_reducible(dtype, "all_reduce");
     const size_t elem = comm_element_size(dtype);
-    begin("all_reduce", stream);
+    begin("all_reduce", stream, count * elem);
     const size_t n = static_cast<size_t>(size_);
     // Chunk p = elements [p * count / n, (p + 1) * count / n): reduced by rank p.
     std::vector<int> chunk_bytes(n), chunk_displs(n);
@@ -153,7 +154,7 @@ class MpiCommunicator final : public Communicator {
 
   void all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype, Stream stream) override {
     const size_t bytes = count_per_rank * comm_element_size(dtype);
-    begin("all_gather", stream);
+    begin("all_gather", stream, bytes * size_);
     std::vector<std::byte> staged;
     if (overlaps(send, bytes, recv, bytes * size_)) {
       staged.assign(static_cast<const std::byte*>(send), static_cast<const std::byte*>(send) + bytes);
@@ -167,7 +168,7 @@ class MpiCommunicator final : public Communicator {
                       Stream stream) override {
     check_reducible(dtype, "reduce_scatter");
     const size_t bytes = count_per_rank * comm_element_size(dtype);
-    begin("reduce_scatter", stream);
+    begin("reduce_scatter", stream, bytes * size_);
     std::vector<std::byte> gathered(bytes * size_);
     const int count = mpi_count(bytes, "reduce_scatter");
     DSV4_MPI_CHECK(MPI_Alltoall(send, count, MPI_BYTE, gathered.data(), count, MPI_BYTE, comm_));
@@ -180,7 +181,9 @@ class MpiCommunicator final : public Communicator {
     DSV4_CHECK_ARG(args.send_counts.size() == n && args.send_displs.size() == n && args.recv_counts.size() == n &&
                    args.recv_displs.size() == n)
         << "all_to_all_v: counts and displacements need " << n << " entries each";
-    begin("all_to_all_v", stream);
+    size_t recv_bytes = 0;
+    for (size_t c : args.recv_counts) recv_bytes += c * elem;
+    begin("all_to_all_v", stream, recv_bytes);
     std::vector<int> sc(n), sd(n), rc(n), rd(n);
     for (size_t p = 0; p < n; ++p) {
       sc[p] = mpi_count(args.send_counts[p] * elem, "all_to_all_v");
@@ -195,14 +198,14 @@ class MpiCommunicator final : public Communicator {
   void broadcast(void* buf, size_t count, DType dtype, int root, Stream stream) override {
     DSV4_CHECK_ARG(root >= 0 && root < size_) << "broadcast root " << root << " of " << size_ << " ranks";
     const size_t bytes = count * comm_element_size(dtype);
-    begin("broadcast", stream);
+    begin("broadcast", stream, bytes);
     DSV4_MPI_CHECK(MPI_Bcast(buf, mpi_count(bytes, "broadcast"), MPI_BYTE, root, comm_));
   }
 
   void send(const void* buf, size_t count, DType dtype, int peer, Stream stream) override {
     check_peer(peer, "send");
     const size_t bytes = count * comm_element_size(dtype);
-    begin("send", stream);
+    begin("send", stream, bytes);
     DSV4_MPI_CHECK(
         MPI_Send(buf, mpi_count(bytes, "send"), MPI_BYTE, peer, static_cast<int>(MpiTag::kSendRecv), comm_));
   }
@@ -210,7 +213,7 @@ class MpiCommunicator final : public Communicator {
   void recv(void* buf, size_t count, DType dtype, int peer, Stream stream) override {
     check_peer(peer, "recv");
     const size_t bytes = count * comm_element_size(dtype);
-    begin("recv", stream);
+    begin("recv", stream, bytes);
     MPI_Status status;
     // A longer matching send is MPI_ERR_TRUNCATE (reported below); a shorter one is caught by the count check.
     const int rc = MPI_Recv(buf, mpi_count(bytes, "recv"), MPI_BYTE, peer, static_cast<int>(MpiTag::kSendRecv),
@@ -270,8 +273,10 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  void begin(std::string_view op, Stream stream) {
+  // `bytes`: what this rank receives (for DSV4_COMM_DELAY_MBPS).
+  void begin(std::string_view op, Stream stream, size_t bytes = 0) {
     maybe_inject_fault(op, world_rank_);
+    maybe_delay_collective(op, size(), bytes);
     synchronize_stream(stream);
   }
 

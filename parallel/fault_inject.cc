@@ -2,6 +2,8 @@
 #include "parallel/fault_inject.h"
 
 #include <charconv>
+#include <chrono>
+#include <thread>
 
 #include "runtime/core/env.h"
 #include "runtime/core/error.h"
@@ -62,6 +64,15 @@ void maybe_inject_fault(std::string_view point, int rank) {
   if (++arrivals != spec.occurrence) return;
   DSV4_THROW(kInternal) << "injected fault (DSV4_FAULT_INJECT) at " << point << " #" << spec.occurrence
                         << " on rank " << rank;
+}
+
+void maybe_delay_collective(std::string_view op, int group_size, size_t bytes) {
+  // Read once; a malformed value fails the first collective with a message naming the variable.
+  static const int64_t delay_us = env::get_int(env::kCommDelayUs, 0, 10'000'000);
+  static const int64_t mbps = env::get_int(env::kCommDelayMbps, 0, 1'000'000'000);
+  if ((delay_us == 0 && mbps == 0) || group_size <= 1 || op == "split" || op == "make_shared_window") return;
+  const double seconds = delay_us * 1e-6 + (mbps > 0 ? static_cast<double>(bytes) / (mbps * 1e6) : 0.0);
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
 }
 
 }  // namespace dsv4::parallel

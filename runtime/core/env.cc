@@ -11,7 +11,7 @@ namespace dsv4::env {
 namespace {
 constexpr std::array kAll{kLogLevel,    kLogAllRanks,  kNumThreads,    kDeterministic, kNumerics, kCommTimeoutS,
                           kFaultInject, kSharedDir,    kOmpiWorldSize, kPmixRank,      kPmiRank,
-                          kLdLibraryPath, kPipelineMinTokens, kCpOverlap};
+                          kLdLibraryPath, kPipelineMinTokens, kCpOverlap, kCommDelayUs, kCommDelayMbps};
 
 const char* raw(const Var& var) {
   // The one getenv of the project. std::string_view names in the table are NUL-terminated literals.

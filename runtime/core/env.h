@@ -33,6 +33,12 @@ inline constexpr Var kPipelineMinTokens{"DSV4_PIPELINE_MIN_TOKENS", "256",
                                         "(0: never)"};
 inline constexpr Var kCpOverlap{"DSV4_CP_OVERLAP", "1",
                                 "1: a CP attention layer runs its exchanges beside compute on a helper thread"};
+inline constexpr Var kCommDelayUs{"DSV4_COMM_DELAY_US", "0",
+                                  "benchmark switch: every mpi / inproc collective first sleeps this many "
+                                  "microseconds (an emulated slower interconnect)"};
+inline constexpr Var kCommDelayMbps{"DSV4_COMM_DELAY_MBPS", "0",
+                                    "benchmark switch: every mpi collective also sleeps its received bytes at this "
+                                    "many MB/s (0: no bandwidth term)"};
 inline constexpr Var kFaultInject{"DSV4_FAULT_INJECT", "",
                                   "test switch: 'rank=R,at=POINT' makes rank R throw at a named point"};
 inline constexpr Var kSharedDir{"DSV4_SHARED_DIR", "",
