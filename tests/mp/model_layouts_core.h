@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/context_parallel.h"
 #include "parallel/mesh.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/model/model.h"
@@ -179,7 +180,20 @@ inline Trace sharded_trace(parallel::Communicator& world, const Checkpoint& ckpt
     if (serve_a) add(sa, w.a, w.prompt_a, s - 1, t.a);
     if (serve_b && (s == 0 || s - 1 - b_delay >= 0)) add(sb, w.b, w.prompt_b, s - 1 - b_delay, t.b);
     const bool want_hidden = s == 0 && model.has_mtp();
+    const int64_t pipelined_before = parallel::cp_exchange_stats().pipelined_forwards;
     ForwardOutput o = model.forward(chunks, want_hidden);
+    if (s == 0) {
+      // The prompt step pipelines where a group has more than one rank and this replica's batch holds A's 24-token
+      // prompt, or an EP group spanning both replicas makes replica 1 (B's 17 tokens) join replica 0's pipeline.
+      const bool talks = layout.tp > 1 || layout.ep > 1;
+      const bool expected = talks && (serve_a || layout.ep > layout.tp);
+      const int64_t pipelined = parallel::cp_exchange_stats().pipelined_forwards - pipelined_before;
+      if (expected) {
+        EXPECT_GE(pipelined, 1) << layout.str() << " rank " << world.rank() << ": the prompt step was not pipelined";
+      } else if (world.backend_name() != "inproc") {  // in-process rank-threads share the counter
+        EXPECT_EQ(pipelined, 0) << layout.str() << " rank " << world.rank() << ": pipelined without a long chunk";
+      }
+    }
     const Tensor full = gather_full_logits(model, o.logits, o.vocab_begin);
     EXPECT_EQ(full.shape()[1], cfg.vocab_size);
     int64_t row = 0;
