@@ -178,6 +178,9 @@ struct CpLayerInputs {
   /// Fills q: cp_attention_layer calls it once before reading q, on a helper thread beside the first row
   /// exchange when it overlaps (it must not use a communicator).
   std::function<void()> make_q;
+  /// Pipelined forward, micro-batch B: waits until A is done with this layer's sequence state. Called after the
+  /// first row gather (which reads no state) and before anything reads or writes the state; may be empty.
+  std::function<void()> enter_state;
 };
 
 /// Attention of layer slot `slot` on a split batch (Batch::cp set): gathers the chunks' kv and compressor

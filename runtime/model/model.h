@@ -111,6 +111,8 @@ class Model {
   /// refusing ranks still run an idle step before throwing, so that their EP peers are not left waiting.
   /// Context parallelism (ModelParallel::cp): the ranks of a CP group pass the same chunks (each with its own
   /// states from new_sequence); each runs its sub-block of every chunk and all get the same ForwardOutput.
+  /// A chunk of ModelParallel::pipeline_min_tokens or more runs as two micro-batches on two threads, each on
+  /// its own groups, one's exchanges beside the other's compute (model_pipeline.cc); the same ForwardOutput.
   ForwardOutput forward(std::span<const SequenceChunk> chunks, bool want_hidden = false,
                         LogitsRows logits_rows = LogitsRows::kAll);
 
