@@ -250,25 +250,31 @@ struct Model::Prepared {
   std::exception_ptr error;
 };
 
-void Model::agree_on_tp(std::exception_ptr& error, int64_t rows) const {
-  parallel::Communicator& tp = *parallel_.tp;
-  if (tp.size() == 1) return;
-  // Every TP rank must take the same decision, or its peers would wait in a collective it never joins.
-  const int64_t mine[2] = {error ? 0 : 1, rows};
-  std::vector<int64_t> all(2 * static_cast<size_t>(tp.size()));
-  tp.all_gather(mine, all.data(), 2, DType::kI64, parallel::kDefaultStream);
+void Model::agree_on_replica(std::exception_ptr& error, int64_t rows) const {
+  // Every rank of a TP group, and of a CP group, must take the same decision, or its peers would wait in a
+  // collective it never joins. TP then CP: after both, every rank of the replica knows of any member's refusal.
+  agree_on_group(parallel_.tp, "TP", error, rows);
+  agree_on_group(parallel_.cp, "CP", error, rows);
+}
+
+void Model::agree_on_group(parallel::Communicator* group, const char* name, std::exception_ptr& error,
+                           int64_t rows) const {
+  if (group == nullptr || group->size() == 1) return;
+  const int64_t mine[2] = {error ? 0 : 1, error ? 0 : rows};
+  std::vector<int64_t> all(2 * static_cast<size_t>(group->size()));
+  group->all_gather(mine, all.data(), 2, DType::kI64, parallel::kDefaultStream);
   if (error) return;
-  for (int q = 0; q < tp.size(); ++q) {
+  for (int q = 0; q < group->size(); ++q) {
     if (all[2 * q] == 0) {
-      error = make_error(ErrorCode::kInvalidArgument,
-                         "forward: TP rank " + std::to_string(q) + " refused the batch (see its error)");
+      error = make_error(ErrorCode::kInvalidArgument, std::string("forward: ") + name + " rank " +
+                                                          std::to_string(q) + " refused the batch (see its error)");
       return;
     }
     if (all[2 * q + 1] != rows) {
-      error =
-          make_error(ErrorCode::kInvalidArgument,
-                     "forward: the ranks of a TP group passed different batches (" + std::to_string(rows) +
-                         " rows here, " + std::to_string(all[2 * q + 1]) + " on TP rank " + std::to_string(q) + ")");
+      error = make_error(ErrorCode::kInvalidArgument,
+                         std::string("forward: the ranks of a ") + name + " group passed different batches (" +
+                             std::to_string(rows) + " rows here, " + std::to_string(all[2 * q + 1]) + " on " + name +
+                             " rank " + std::to_string(q) + ")");
       return;
     }
   }
@@ -331,7 +337,7 @@ Model::Prepared Model::prepare(std::span<const SequenceChunk> chunks) const {
   } catch (const Error&) {
     p.error = std::current_exception();
   }
-  agree_on_tp(p.error, p.error ? 0 : b.rows);
+  agree_on_replica(p.error, p.error ? 0 : b.rows);
   if (p.error) p.batch = Batch{};
   return p;
 }
@@ -439,7 +445,7 @@ Tensor Model::mtp_draft(SequenceState& state, const Tensor& hidden, std::span<co
   } catch (const Error&) {
     error = std::current_exception();
   }
-  agree_on_tp(error, error ? 0 : T);
+  agree_on_replica(error, error ? 0 : T);
   refuse(error, true);
 
   const MtpWeights& m = weights_.mtp[0];

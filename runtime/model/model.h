@@ -107,7 +107,7 @@ class Model {
   /// Sharded: a collective. The ranks of a TP group pass the same chunks (each with its own states); every
   /// rank of the EP group calls it the same number of times, with no chunks when it has no work (it still
   /// joins the MoE exchange of every layer and returns 0 rows). An invalid batch is refused before any
-  /// state changes, on every rank of the TP group (they compare verdicts first); on a sharded model the
+  /// state changes, on every rank of the TP and CP groups (they compare verdicts first); on a sharded model the
   /// refusing ranks still run an idle step before throwing, so that their EP peers are not left waiting.
   /// Context parallelism (ModelParallel::cp): the ranks of a CP group pass the same chunks (each with its own
   /// states from new_sequence); each runs its sub-block of every chunk and all get the same ForwardOutput.
@@ -127,13 +127,15 @@ class Model {
   /// Shared by both constructors: group/shard consistency, view shapes, the MoE dispatcher, weight bytes.
   void finish_construction();
   void check_weights() const;
-  /// The batch of `chunks` after validation agreed on by the TP group; on a refusal `error` is set and the
+  /// The batch of `chunks` after validation agreed on by the TP and CP groups; on a refusal `error` is set and the
   /// batch is empty.
   struct Prepared;
   Prepared prepare(std::span<const SequenceChunk> chunks) const;
-  /// Turns a local verdict into the TP group's: an error on any member (or differing row counts) becomes an
-  /// error on every member. A collective over TP when it has more than one rank.
-  void agree_on_tp(std::exception_ptr& error, int64_t rows) const;
+  /// Turns a local verdict into the replica's: an error on any member of the TP or the CP group (or differing
+  /// row counts) becomes an error on every member. Collectives over TP and CP when they have more than one rank.
+  void agree_on_replica(std::exception_ptr& error, int64_t rows) const;
+  void agree_on_group(parallel::Communicator* group, const char* name, std::exception_ptr& error,
+                      int64_t rows) const;
   /// Throws `error` when set, after an idle step (forward, pipelined when `pipelined`, or the MTP block) when EP
   /// peers expect this rank.
   void refuse(const std::exception_ptr& error, bool mtp, bool pipelined = false);

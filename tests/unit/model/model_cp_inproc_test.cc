@@ -160,6 +160,47 @@ TEST(ModelCpInProc, PipelineTakenOnLongChunksAndMatchesSingleBatch) {
   });
 }
 
+// A batch only one CP rank cannot take (its state pool has room for a few row pages, its peer's is unlimited)
+// is refused on every rank of the CP group (they compare verdicts), not run by one and refused by the other (the
+// runner would wait in the row gather forever). No state changes, and the sequence goes on on both ranks with
+// a chunk that fits, bitwise the same logits on both.
+TEST(ModelCpInProc, BatchOneCpRankCannotHoldIsRefusedOnEveryRank) {
+  constexpr int kRanks = 2;
+  std::vector<std::string> errors(kRanks);
+  std::vector<std::vector<float>> logits(kRanks);
+  parallel::run_inproc_ranks(kRanks, 60s, [&](int rank, parallel::Bootstrap& bootstrap) {
+    auto world = parallel::make_communicator("inproc", bootstrap);
+    const ModelConfig cfg = testing::tiny_config({4, 8, 0}, 8, 3);
+    const testing::TinyWeights weights(cfg, 11);
+    testing::CpGroups groups(*world);
+    Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain,
+                groups.parallel(false));
+    // Rank 1's pool: the sequence's fixed buffers and four row pages.
+    int64_t fixed = 0;
+    {
+      StatePool probe({testing::kCpTestPageBytes, kUnlimitedStateBudget});
+      fixed = model.new_sequence(&probe).memory_bytes();
+    }
+    StatePool pool({testing::kCpTestPageBytes,
+                    rank == 1 ? fixed + 4 * testing::kCpTestPageBytes : kUnlimitedStateBudget});
+    SequenceState st = model.new_sequence(&pool);
+    const std::vector<int32_t> tokens = testing::cp_tokens(300, cfg.vocab_size, 3);
+    try {
+      model.prefill(st, std::span<const int32_t>(tokens.data(), 300));
+      ADD_FAILURE() << "rank " << rank << " ran a batch CP rank 1 cannot hold";
+    } catch (const Error& e) {
+      errors[rank] = e.what();
+    }
+    EXPECT_EQ(st.length, 0) << "a refused batch changed the state";
+    const Tensor l = model.prefill(st, std::span<const int32_t>(tokens.data(), 6));
+    logits[rank].assign(l.as<const float>(), l.as<const float>() + l.numel());
+  });
+  EXPECT_NE(errors[1].find("exhausted"), std::string::npos) << errors[1];
+  EXPECT_NE(errors[0].find("CP rank 1 refused the batch"), std::string::npos) << errors[0];
+  EXPECT_FALSE(logits[0].empty());
+  EXPECT_TRUE(logits[0] == logits[1]) << "the CP ranks disagree after the refusal";
+}
+
 // The pipeline's switches come from each rank's environment: CP ranks that disagree are refused when the model
 // is made (every rank of the group, with a message naming the variables), not left waiting mid-forward.
 TEST(ModelCpInProc, RanksDisagreeingOnPipelineAreRefused) {
