@@ -74,6 +74,7 @@ std::vector<std::string> mpirun_command(const DeploymentConfig& d, const RunOpti
   }
   argv.insert(argv.end(), {"-x", "DSV4_LOG_LEVEL=" + level_name(d.log_level), "-x", "PATH"});
   if (o.forward_library_path) argv.insert(argv.end(), {"-x", "LD_LIBRARY_PATH"});
+  for (const std::string& name : o.forward_env) argv.insert(argv.end(), {"-x", name});
   argv.insert(argv.end(), {o.server_bin, "--deployment", deployment_path(d)});
   argv.insert(argv.end(), o.server_args.begin(), o.server_args.end());
   return argv;

@@ -17,13 +17,17 @@ struct RunOptions {
   std::string server_bin = "dsv4-server";
   std::vector<std::string> server_args;  // appended to the server's command line (they override the YAML)
   bool forward_library_path = true;       // -x LD_LIBRARY_PATH; off when it is unset (Open MPI warns then)
+  /// Runtime variables set where dsv4-launch runs (DSV4_PIPELINE_MIN_TOKENS, DSV4_DETERMINISTIC, ...): -x NAME
+  /// each, so that remote ranks see them too (the model refuses groups whose ranks disagree on some of them).
+  std::vector<std::string> forward_env;
 };
 
 /// argv of the mpirun command. Ranks are placed `ranks_per_node` per node (ppr), consecutive ranks on the
 /// same node so that TP groups (innermost in the rank order) stay on NVLink. GPU ranks are bound to their
 /// NUMA domain; CPU ranks are not bound, and a one-node CPU deployment may oversubscribe the cores (the tiny
 /// model is a functional check, not a benchmark). The log level is passed as DSV4_LOG_LEVEL; PATH and
-/// LD_LIBRARY_PATH (when options.forward_library_path) are forwarded so remote ranks find the same binaries.
+/// LD_LIBRARY_PATH (when options.forward_library_path) are forwarded so remote ranks find the same binaries,
+/// then options.forward_env.
 /// Throws Error(kInvalidArgument) when a multi-node deployment has no hostfile.
 std::vector<std::string> mpirun_command(const DeploymentConfig& deployment, const RunOptions& options);
 

@@ -101,6 +101,12 @@ void setup_run(CLI::App& app) {
     o.server_bin = server_bin.empty() ? default_server_bin() : server_bin;
     o.server_args = server_args;
     o.forward_library_path = env::is_set(env::kLdLibraryPath);
+    for (const env::Var& v : env::all_vars()) {
+      // The log level goes with its deployment value; the launchers' own variables are not ours to forward.
+      if (v.name.starts_with("DSV4_") && v.name != env::kLogLevel.name && env::is_set(v)) {
+        o.forward_env.emplace_back(v.name);
+      }
+    }
     const auto argv = mpirun_command(dep, o);
     if (dry_run) {
       std::cout << shell_join(argv) << "\n";

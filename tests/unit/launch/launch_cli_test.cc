@@ -133,6 +133,15 @@ TEST(LaunchCli, MpirunLines) {
             "mpirun -np 4 --map-by ppr:4:node --bind-to none --oversubscribe -x DSV4_LOG_LEVEL=info -x PATH "
             "dsv4-server --deployment " +
                 src("configs/deployments/tiny-cpu.yaml") + "\n");
+  // The runtime variables set here reach every rank (table order); others (DSV4_BIN) do not.
+  ASSERT_EQ(launch("run --dry-run --server-bin dsv4-server " + src("configs/deployments/tiny-cpu.yaml"), &out,
+                   "-u LD_LIBRARY_PATH DSV4_PIPELINE_MIN_TOKENS=512 DSV4_DETERMINISTIC=1 DSV4_BIN=x"),
+            0)
+      << out;
+  EXPECT_EQ(out,
+            "mpirun -np 4 --map-by ppr:4:node --bind-to none --oversubscribe -x DSV4_LOG_LEVEL=info -x PATH "
+            "-x DSV4_DETERMINISTIC -x DSV4_PIPELINE_MIN_TOKENS dsv4-server --deployment " +
+                src("configs/deployments/tiny-cpu.yaml") + "\n");
   // 16 nodes need a hostfile.
   EXPECT_NE(launch("run --dry-run " + src("configs/deployments/pro-16x8xh100.yaml"), &out), 0);
   EXPECT_NE(out.find("deployment spans 16 nodes: give --hostfile"), std::string::npos) << out;
