@@ -171,18 +171,14 @@ void attention_forward(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_
 
   std::vector<float> o(T * H * d);
   // The state section: micro-batch B of a pipelined forward waits for A's attention of this slot (a split batch
-  // after its first row gather, which reads no state).
-  auto enter_state = [&] {
-    if (ctx.acquire_state != nullptr) ctx.acquire_state->acquire(slot);
-  };
+  // in cp_attention_layer, after its first row gather, which reads no state).
   if (b.cp != nullptr) {
     // A split batch (context parallelism, or deterministic mode): context_parallel_attention.cc.
     const CpLayerInputs in{q.data(),       kv.data(),      main_a.data(), main_s.data(), index_a.data(),
-                           index_s.data(), q_index.data(), beta.data(),   &inv,          make_q,
-                           enter_state};
+                           index_s.data(), q_index.data(), beta.data(),   &inv,          make_q};
     cp_attention_layer(ctx, w, slot, ratio, b, in, o.data());
   } else {
-    enter_state();
+    if (ctx.acquire_state != nullptr) ctx.acquire_state->acquire(slot);
     DSV4_CHECK(ratio == 0 || !cp_active(ctx))
         << "layer slot " << slot << ": a context-parallel model attends over compressed rows on split batches only";
     // Compressors run before attention: a row finished by token p is visible to p.

@@ -525,7 +525,7 @@ void cp_attention_layer(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64
     gather(false);
   }
   // Nothing above touched the sequence state: a pipelined forward's micro-batch B waits only now for A.
-  if (in.enter_state) in.enter_state();
+  if (ctx.acquire_state != nullptr) ctx.acquire_state->acquire(slot);
   // Before the queries arrive: HCA runs its main compressor and raw window (neither needs another rank's
   // queries), CSA its indexer compressor and local top-k (the indexer queries came with the first gather)
   // and SWA its raw window.

@@ -178,9 +178,6 @@ struct CpLayerInputs {
   /// Fills q: cp_attention_layer calls it once before reading q, on a helper thread beside the first row
   /// exchange when it overlaps (it must not use a communicator).
   std::function<void()> make_q;
-  /// Pipelined forward, micro-batch B: waits until A is done with this layer's sequence state. Called after the
-  /// first row gather (which reads no state) and before anything reads or writes the state; may be empty.
-  std::function<void()> enter_state;
 };
 
 /// Attention of layer slot `slot` on a split batch (Batch::cp set): gathers the chunks' kv and compressor
@@ -189,7 +186,8 @@ struct CpLayerInputs {
 /// o [rows, heads, head_dim] (before the inverse RoPE). With compressed rows the softmax is merged from
 /// partials in a fixed order; for long chunks every exchange runs beside compute on a helper thread
 /// (ModelParallel::cp_overlap; see the file's header). Collective over ctx.par.cp; only the calling thread
-/// uses the communicator.
+/// uses the communicator. Micro-batch B of a pipelined forward (ctx.acquire_state) waits
+/// for A after its first row gather, which reads no state.
 void cp_attention_layer(Ctx& ctx, const AttentionWeights& w, int64_t slot, int64_t ratio, const Batch& batch,
                         const CpLayerInputs& in, float* o);
 

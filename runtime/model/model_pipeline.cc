@@ -8,8 +8,8 @@
 // ModelParallel::second, same members) and its own MoE dispatcher. The only dependency between them is the
 // sequence state: B's attention of layer slot l reads the ring, compressor windows and rows that A's attention
 // of slot l appends, so B acquires each slot from A (StateHandover) right before its attention's state
-// section (on a split batch after its first row gather, which reads no state), and A releases it right after. Everything else (projections, wo, MoE, the head) of the two is
-// independent, and A never waits for B. The schedule that results, per layer, once the pipeline fills:
+// section (on a split batch after its first row gather, which reads no state), and A releases it right after.
+// Everything else (projections, wo, MoE, the head) of the two is independent, and A never waits for B. The schedule that results, per layer, once the pipeline fills:
 //
 //     A:  attn(l) state+exchanges | wo, MoE(l) + EP exchange | attn(l+1) ...
 //     B:  projections(l) ........ | attn(l) state+exchanges  | wo, MoE(l) + EP exchange ...

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "parallel/bootstrap.h"
 #include "parallel/context_parallel.h"
@@ -18,6 +19,25 @@ namespace dsv4 {
 namespace {
 
 using namespace std::chrono_literals;
+
+// The case's schedule on `model`, on every rank-thread of `world`; *counted gets how much `counter` (a field of
+// the process-wide CpExchangeStats, which the rank-threads share) grew meanwhile: read before any rank starts
+// (the barrier after the read) and after every rank is done.
+std::vector<float> run_counted(parallel::Communicator& world, Model& model, const testing::CpCase& c,
+                               int64_t parallel::CpExchangeStats::*counter, int64_t* counted) {
+  auto barrier = [&] {
+    int64_t one = 1;
+    std::vector<int64_t> all(static_cast<size_t>(world.size()));
+    world.all_gather(&one, all.data(), 1, DType::kI64, parallel::kDefaultStream);
+  };
+  const int64_t before = parallel::cp_exchange_stats().*counter;
+  barrier();
+  std::vector<float> logits = testing::run_cp_schedule(model, c);
+  barrier();
+  *counted = parallel::cp_exchange_stats().*counter - before;
+  barrier();
+  return logits;
+}
 
 class ModelCpInProc : public ::testing::TestWithParam<int> {};
 
@@ -65,10 +85,6 @@ TEST(ModelCpInProc, OverlapTakenOnLongChunksAndBitwiseSequential) {
   constexpr int kRanks = 2;
   parallel::run_inproc_ranks(kRanks, 120s, [](int, parallel::Bootstrap& bootstrap) {
     auto world = parallel::make_communicator("inproc", bootstrap);
-    auto barrier = [&] {
-      int64_t one = 1, all[kRanks];
-      world->all_gather(&one, all, 1, DType::kI64, parallel::kDefaultStream);
-    };
     const testing::CpCase c = testing::cp_cases()[0];  // window 128, ratios {0, 4, 128, 4}, top-16
     ASSERT_EQ(c.ratios, (std::vector<int64_t>{0, 4, 128, 4}));
     int64_t long_chunks = 0;
@@ -93,13 +109,7 @@ TEST(ModelCpInProc, OverlapTakenOnLongChunksAndBitwiseSequential) {
         ModelParallel par{tp.get(), ep.get(), det, cp.get()};
         par.cp_overlap = overlap;
         Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), numerics, par);
-        // Every rank reads the counter before any starts the run (the barrier after the read).
-        const int64_t before = parallel::cp_exchange_stats().overlapped;
-        barrier();
-        logits[overlap] = testing::run_cp_schedule(model, c);
-        barrier();
-        steps[overlap] = parallel::cp_exchange_stats().overlapped - before;
-        barrier();
+        logits[overlap] = run_counted(*world, model, c, &parallel::CpExchangeStats::overlapped, &steps[overlap]);
       }
       EXPECT_EQ(steps[0], 0) << "overlapped steps with cp_overlap off";
       EXPECT_EQ(steps[1], 15 * long_chunks * kRanks) << "overlapped steps with cp_overlap on";
@@ -118,10 +128,6 @@ TEST(ModelCpInProc, PipelineTakenOnLongChunksAndMatchesSingleBatch) {
   constexpr int kRanks = 2;
   parallel::run_inproc_ranks(kRanks, 180s, [](int, parallel::Bootstrap& bootstrap) {
     auto world = parallel::make_communicator("inproc", bootstrap);
-    auto barrier = [&] {
-      int64_t one = 1, all[kRanks];
-      world->all_gather(&one, all, 1, DType::kI64, parallel::kDefaultStream);
-    };
     const testing::CpCase c = testing::cp_cases()[0];
     int64_t long_chunks = 0;
     for (int64_t n : c.chunks) long_chunks += n >= testing::kCpTestPipelineMinTokens ? 1 : 0;
@@ -139,12 +145,8 @@ TEST(ModelCpInProc, PipelineTakenOnLongChunksAndMatchesSingleBatch) {
           ModelParallel par = groups.parallel(det, pipeline ? testing::kCpTestPipelineMinTokens : 0);
           par.cp_overlap = overlap;
           Model model(cfg, bind_weights(cfg, weights.lookup()), kernels::make_cpu_backend(), Numerics::kPlain, par);
-          const int64_t before = parallel::cp_exchange_stats().pipelined_forwards;  // before any rank runs
-          barrier();
-          logits[pipeline] = testing::run_cp_schedule(model, c);
-          barrier();
-          forwards[pipeline] = parallel::cp_exchange_stats().pipelined_forwards - before;
-          barrier();
+          logits[pipeline] =
+              run_counted(*world, model, c, &parallel::CpExchangeStats::pipelined_forwards, &forwards[pipeline]);
         }
         EXPECT_EQ(forwards[0], 0) << "pipelined forwards with the pipeline off";
         EXPECT_EQ(forwards[1], long_chunks * kRanks) << "pipelined forwards with the pipeline on";
